@@ -1,0 +1,1 @@
+"""mal.automl.algorithms."""

@@ -1,0 +1,187 @@
+"""The `mal` command: `mal <action> -e spec.yaml [section.key=value ...]`, TAO's command shape.
+
+Exit codes (the job contract): 0 success, 2 the user's input is wrong, 1 anything else. The last line on stderr
+names the cause in one sentence. Heavy imports (torch, lightning) happen inside the actions, so `mal --help`
+and spec errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mal import __version__
+from mal.errors import UserError
+
+# action -> (module:function running it with the loaded spec, one-line help)
+SPEC_ACTIONS: dict[str, tuple[str, str]] = {
+    "train": ("mal.engine.train:run", "train the box-supervised ViT on the boxes of a COCO file"),
+    "evaluate": ("mal.engine.evaluate:run", "score masks against ground truth (mIoU, mask AP)"),
+    "inference": ("mal.engine.inference:run", "write the COCO file with an RLE mask on every box"),
+    "export": ("mal.engine.export:run", "export the inference network to ONNX"),
+    "pretrain": ("mal.engine.pretrain:run", "masked-autoencoder pretraining of the ViT on your own images"),
+}
+
+
+class NotBuiltError(UserError):
+    """An action whose implementation has not landed yet."""
+
+
+def _add_spec_arguments(parser: argparse.ArgumentParser, spec_required: bool = True) -> None:
+    parser.add_argument("-e", "--experiment_spec", "--experiment-spec", dest="spec", required=spec_required,
+                        metavar="SPEC", help="spec YAML file (TAO layout; see `mal schema`)")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help="override spec keys, e.g. train.lr=1e-5 model.arch=vit-tiny/16")
+    parser.add_argument("--print-spec", action="store_true", help="print the resolved spec and exit")
+
+
+def _add_debug(parser: argparse.ArgumentParser, top_level: bool = False) -> None:
+    # Sub-commands suppress their default so `mal --debug train` is not reset by the sub-parser.
+    parser.add_argument("--debug", action="store_true", default=False if top_level else argparse.SUPPRESS,
+                        help="show the full traceback on errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mal",
+        description="MAL: instance masks for every box of a COCO file, learned from the boxes alone.",
+        epilog="Run `mal <action> --help` for the options of an action.",
+    )
+    parser.add_argument("--version", action="version", version=f"mal {__version__}")
+    _add_debug(parser, top_level=True)
+    actions = parser.add_subparsers(dest="action", metavar="action", required=True)
+
+    for name, (_, help_text) in SPEC_ACTIONS.items():
+        sub = actions.add_parser(name, help=help_text, description=help_text)
+        _add_spec_arguments(sub)
+        _add_debug(sub)
+
+    schema = actions.add_parser("schema", help="write JSON schemas, spec templates and skill_info (TAO layout)",
+                                description="Write the TAO skill layout generated from the spec models.")
+    schema.add_argument("--out", required=False, type=Path, help="skill folder to write")
+    schema.add_argument("--docs", type=Path, help="also write the spec reference markdown to this file")
+    _add_debug(schema)
+
+    dataset = actions.add_parser("dataset", help="dataset tools (check)")
+    dataset_actions = dataset.add_subparsers(dest="dataset_action", metavar="command", required=True)
+    check = dataset_actions.add_parser("check", help="validate the COCO files and images of a spec",
+                                       description="Validate the spec's COCO files and images; exit 2 on errors.")
+    _add_spec_arguments(check)
+    _add_debug(check)
+
+    gallery = actions.add_parser("gallery", help="write the review page for a label file")
+    gallery.add_argument("labels", type=Path, help="COCO JSON with masks (the output of mal inference)")
+    gallery.add_argument("images", help="folder of the images")
+    gallery.add_argument("--out", type=Path, default=None, help="output folder (default: beside the labels)")
+    _add_debug(gallery)
+
+    demo = actions.add_parser("demo", help="the whole job on an embedded default: train, label, evaluate",
+                              description="Generate a synthetic dataset (or use yours), train vit-tiny/16 on the "
+                              "CPU, label every box, evaluate, and write the review page.")
+    demo.add_argument("--results-dir", type=Path, default=Path("results/demo"), help="where to write")
+    demo.add_argument("--ann", default=None, help="your COCO JSON instead of the synthetic data")
+    demo.add_argument("--images", default=None, help="your image folder (with --ann)")
+    demo.add_argument("--epochs", type=int, default=None, help="training epochs (default: preset)")
+    demo.add_argument("overrides", nargs="*", metavar="section.key=value", help="override spec keys")
+    _add_debug(demo)
+
+    automl = actions.add_parser("automl", help="hyperparameter search over `mal train` (run/status/resume/report)")
+    automl.add_argument("automl_args", nargs=argparse.REMAINDER, help="see `mal automl --help`")
+    _add_debug(automl)
+    return parser
+
+
+def _resolve(target: str) -> Callable[..., int | None]:
+    module_name, function_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise NotBuiltError(f"`{module_name}` is not built yet in mal {__version__}; nothing was run.") from None
+        raise
+    return getattr(module, function_name)
+
+
+def _run_spec_action(args: argparse.Namespace) -> int:
+    from mal.spec import dump_spec_yaml, load_spec
+
+    spec = load_spec(args.spec, args.overrides)
+    if args.print_spec:
+        sys.stdout.write(dump_spec_yaml(spec))
+        return 0
+    runner = _resolve(SPEC_ACTIONS[args.action][0])
+    return int(runner(spec) or 0)
+
+
+def _run_schema(args: argparse.Namespace) -> int:
+    from mal.fileio import atomic_write_text
+    from mal.spec.export import spec_reference_markdown, write_skill_dir
+
+    if args.out is None and args.docs is None:
+        raise UserError("mal schema needs --out DIR (the skill folder) and/or --docs FILE.")
+    if args.out is not None:
+        for path in write_skill_dir(args.out):
+            print(path)
+    if args.docs is not None:
+        atomic_write_text(args.docs, spec_reference_markdown())
+        print(args.docs)
+    return 0
+
+
+def _run_dataset(args: argparse.Namespace) -> int:
+    from mal.spec import dump_spec_yaml, load_spec
+
+    spec = load_spec(args.spec, args.overrides)
+    if args.print_spec:
+        sys.stdout.write(dump_spec_yaml(spec))
+        return 0
+    return int(_resolve("mal.engine.dataset_check:run")(spec) or 0)
+
+
+def _run_gallery(args: argparse.Namespace) -> int:
+    return int(_resolve("mal.gallery:gallery_main")(args.labels, args.images, args.out) or 0)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    return int(_resolve("mal.engine.demo:run_demo")(args) or 0)
+
+
+def _run_automl(args: argparse.Namespace) -> int:
+    return int(_resolve("mal.automl.cli:main")(args.automl_args) or 0)
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "schema": _run_schema,
+    "dataset": _run_dataset,
+    "gallery": _run_gallery,
+    "demo": _run_demo,
+    "automl": _run_automl,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = HANDLERS.get(args.action, _run_spec_action)
+    try:
+        return handler(args)
+    except UserError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"mal {args.action}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"mal {args.action}: interrupted.", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"mal {args.action}: internal error: {type(exc).__name__}: {reason} "
+              f"(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+

@@ -1,0 +1,298 @@
+"""The spec models: the single source of truth for every key, default, bound and description.
+
+Key names and defaults follow NVIDIA TAO's MAL experiment spec so that TAO users can bring their files.
+JSON schemas, YAML templates and docs/SPEC.md are generated from these classes (see `mal.spec.export`).
+
+Extra metadata for the skill layout lives in `json_schema_extra` of a field:
+- `automl_enabled`: the key may be tuned by `mal automl`.
+- `automl_range`: the default search range (minimum, maximum) written to the schema; bounds in
+  `Field(gt=..., le=...)` are what a spec must satisfy, the search range is what AutoML explores.
+- `math_cond`, `option_weights`, `depends_on`, `log_scale`: the TAO leaf annotations.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ARCHS = ("vit-tiny/16", "vit-small/16", "vit-mae-base/16", "vit-mae-large/16", "vit-mae-huge/14")
+
+
+def automl(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    log: bool | None = None,
+    math_cond: str | None = None,
+    option_weights: list[float] | None = None,
+    depends_on: str | None = None,
+) -> dict[str, Any]:
+    """Metadata marking a field as tunable, with its default search range."""
+    extra: dict[str, Any] = {"automl_enabled": True}
+    if low is not None and high is not None:
+        extra["automl_range"] = [low, high]
+    if log is not None:
+        extra["log_scale"] = log
+    if math_cond:
+        extra["math_cond"] = math_cond
+    if option_weights:
+        extra["option_weights"] = option_weights
+    if depends_on:
+        extra["depends_on"] = depends_on
+    return extra
+
+
+class Section(BaseModel):
+    """Base of every spec section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+
+
+class DatasetConfig(Section):
+    type: Literal["coco"] = "coco"
+    """Annotation format. Only COCO JSON is read."""
+    train_ann_path: str | None = None
+    """COCO JSON with the training boxes: a file, an archive member folder, or a URL (s3://, gs://, https://)."""
+    train_img_dir: str | None = None
+    """Folder, archive (.tar, .tar.gz, .tgz, .zip) or URL holding the training images."""
+    val_ann_path: str | None = None
+    """COCO JSON for validation; ground-truth masks in it give val/mIoU. Defaults to the training file."""
+    val_img_dir: str | None = None
+    """Images for validation. Defaults to train_img_dir."""
+    crop_size: int = Field(512, ge=32, le=2048)
+    """Side of the square crop each box is resized to; a multiple of the backbone's patch size."""
+    min_obj_size: float = Field(2048.0, ge=0)
+    """Boxes with a smaller area (px^2) are not used for training; labeling uses every box."""
+    max_obj_size: float = Field(1e10, gt=0)
+    """Boxes with a larger area (px^2) are not used for training."""
+    load_mask: bool = True
+    """Read ground-truth masks (polygons or RLE) when present, for evaluation only; training never uses them."""
+    num_workers_per_gpu: int = Field(2, ge=0, le=64)
+    """DataLoader worker processes per device."""
+    cache_dir: str | None = None
+    """Where archives and remote data are staged (default: $MAL_CACHE_DIR or ~/.cache/mal)."""
+
+    @model_validator(mode="after")
+    def _max_above_min(self) -> DatasetConfig:
+        if self.max_obj_size <= self.min_obj_size:
+            raise ValueError(
+                f"dataset.max_obj_size ({self.max_obj_size}) must be larger than dataset.min_obj_size "
+                f"({self.min_obj_size})"
+            )
+        return self
+
+
+class ModelConfig(Section):
+    arch: Literal[ARCHS] = "vit-mae-base/16"  # type: ignore[valid-type]
+    """Backbone: a ViT from timm. vit-tiny/16 and vit-small/16 run on a laptop CPU."""
+    frozen_stages: list[int] = Field(default_factory=lambda: [-1])
+    """Backbone stages kept frozen: -1 none, 0 the patch embedding, k the embedding and the first k blocks."""
+    mask_head_num_convs: int = Field(4, ge=1, le=8)
+    """3x3 convolutions in the mask head."""
+    mask_head_hidden_channel: int = Field(256, ge=8, le=1024)
+    """Channels of the mask head's hidden convolutions."""
+    mask_head_out_channel: int = Field(256, ge=8, le=1024)
+    """Channels of the pixel features matched against the instance vector."""
+    mask_scale_ratio: float = Field(2.0, ge=1.0, le=4.0)
+    """Up-sampling factor before the mask head's last convolution."""
+    teacher_momentum: float = Field(0.996, ge=0.0, le=1.0, json_schema_extra=automl(0.99, 0.9999))
+    """EMA momentum m of the teacher: theta_t <- m theta_t + (1 - m) theta_s after every optimizer step."""
+    not_adjust_scale: bool = False
+    """TAO compatibility: kept for spec files that set it; the crop is always resized to crop_size."""
+    vit_dpr: float = Field(0.2, ge=0.0, lt=1.0, json_schema_extra=automl(0.0, 0.5))
+    """Stochastic depth (drop-path) rate of the ViT."""
+
+
+class TrainConfig(Section):
+    seed: int = Field(1234, ge=0)
+    """Random seed for data order, augmentation and initialisation."""
+    num_epochs: int = Field(10, ge=1, le=100000)
+    """Training epochs."""
+    checkpoint_interval: int = Field(1, ge=1)
+    """Save a checkpoint every this many epochs (and always after the last)."""
+    validation_interval: int = Field(1, ge=1)
+    """Validate every this many epochs (and always after the last)."""
+    resume_training_checkpoint_path: str | None = None
+    """Checkpoint to resume from, or `auto` for the latest in results_dir/train."""
+    pretrained_model_path: str | None = None
+    """Backbone weights: an MAE checkpoint ({"model": ...}), a timm state dict, or a .safetensors file."""
+    num_gpus: int = Field(1, ge=1, le=1024)
+    """GPUs per node (ignored on a machine without GPUs: training runs on the CPU)."""
+    gpu_ids: list[int] = Field(default_factory=lambda: [0])
+    """Which GPUs to use on this node; its length wins over num_gpus when longer than one."""
+    num_nodes: int = Field(1, ge=1, le=1024)
+    """Nodes for multi-node DDP (WORLD_SIZE, NODE_RANK, MASTER_ADDR, MASTER_PORT from the environment)."""
+    batch_size: int = Field(3, ge=1, le=4096, json_schema_extra=automl(1, 16, math_cond="> 0"))
+    """Boxes (crops) per device per step."""
+    accum_grad_batches: int = Field(1, ge=1, le=1024)
+    """Accumulate gradients over this many steps before an optimizer step."""
+    use_amp: bool = True
+    """Mixed precision on GPU (bf16 where supported, else fp16); always off on CPU."""
+    clip_grad_norm: float = Field(0.0, ge=0.0)
+    """Clip the gradient norm to this value; 0 disables clipping."""
+    optim_type: Literal["adamw"] = "adamw"
+    """Optimizer. AdamW as in the paper."""
+    optim_momentum: float = Field(0.9, gt=0.0, lt=1.0)
+    """TAO compatibility: AdamW's beta1 when optim_betas is not given."""
+    optim_betas: list[float] = Field(default_factory=lambda: [0.9, 0.9], min_length=2, max_length=2)
+    """AdamW betas."""
+    optim_eps: float = Field(1e-8, gt=0.0)
+    """AdamW epsilon."""
+    lr: float = Field(1e-6, gt=0.0, le=1.0, json_schema_extra=automl(1e-7, 1e-5, log=True))
+    """Base learning rate, multiplied by (devices x batch size)."""
+    wd: float = Field(5e-4, ge=0.0, le=1.0, json_schema_extra=automl(1e-5, 1e-2, log=True))
+    """AdamW weight decay."""
+    min_lr: float = Field(0.0, ge=0.0)
+    """Floor of the cosine schedule; when 0 the floor is min_lr_rate x the scaled lr."""
+    min_lr_rate: float = Field(0.2, ge=0.0, le=1.0, json_schema_extra=automl(0.0, 0.5))
+    """Cosine schedule floor as a fraction of the scaled lr (0.2 as in TAO's dataclass)."""
+    num_wave: float = Field(1.0, gt=0.0, le=16.0)
+    """Number of cosine waves over training after the warm-up."""
+    warmup_epochs: float = Field(1.0, ge=0.0, json_schema_extra=automl(0.0, 3.0))
+    """Linear warm-up length in epochs (per iteration schedule)."""
+    margin_rate: list[float] = Field(default_factory=lambda: [0.0, 1.2], min_length=2, max_length=2)
+    """Training box expansion: a margin ~ U(low, high) of the half-extent per axis (crop = 1.0-1.6x the box)."""
+    test_margin_rate: list[float] = Field(default_factory=lambda: [0.6, 0.6], min_length=2, max_length=2)
+    """Box expansion for validation and labeling (0.6: the crop is 1.3x the box)."""
+    mask_thres: list[float] = Field(default_factory=lambda: [0.1], min_length=1, max_length=3)
+    """Binarisation threshold of the pasted mask: one value, or three for small/medium/large boxes."""
+    loss_mil_weight: float = Field(4.0, ge=0.0, json_schema_extra=automl(1.0, 8.0))
+    """Weight of the multiple-instance-learning box-projection loss."""
+    loss_mil_step: int = Field(1000, ge=0)
+    """Steps over which the MIL weight ramps up linearly from 0."""
+    loss_crf_weight: float = Field(0.5, ge=0.0, json_schema_extra=automl(0.0, 2.0))
+    """Weight of the CRF (mean-field) self-training loss."""
+    loss_crf_step: int = Field(4000, ge=0)
+    """Steps over which the CRF weight ramps up linearly from 0."""
+    crf_kernel_size: int = Field(3, ge=3, le=11)
+    """Window of the pairwise colour-affinity kernel (odd)."""
+    crf_num_iter: int = Field(100, ge=1, le=1000)
+    """Mean-field iterations."""
+    crf_zeta: float = Field(0.1, gt=0.0, le=10.0, json_schema_extra=automl(0.02, 0.5, log=True))
+    """Colour bandwidth of the affinity kernel (on the 0-1 image)."""
+    crf_value_high_thres: float = Field(0.9, gt=0.0, le=1.0)
+    """Upper clamp of the mean-field probabilities."""
+    crf_value_low_thres: float = Field(0.1, ge=0.0, lt=1.0)
+    """Lower clamp of the mean-field probabilities."""
+    crf_size_ratio: int = Field(1, ge=1, le=8)
+    """The mean-field runs at the output resolution divided by this."""
+    num_threads: int = Field(0, ge=0, le=1024)
+    """CPU threads for torch (0: torch's default)."""
+
+    @field_validator("crf_kernel_size")
+    @classmethod
+    def _odd_kernel(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"must be odd, got {value}")
+        return value
+
+    @field_validator("margin_rate", "test_margin_rate")
+    @classmethod
+    def _ordered_margin(cls, value: list[float]) -> list[float]:
+        if value[0] < 0 or value[1] < value[0]:
+            raise ValueError(f"must be [low, high] with 0 <= low <= high, got {value}")
+        return value
+
+    @field_validator("mask_thres")
+    @classmethod
+    def _thresholds_in_unit(cls, value: list[float]) -> list[float]:
+        if len(value) == 2 or any(not 0.0 <= v <= 1.0 for v in value):
+            raise ValueError(f"must be one value or three (small, medium, large) in [0, 1], got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _low_below_high(self) -> TrainConfig:
+        if self.crf_value_low_thres >= self.crf_value_high_thres:
+            raise ValueError(
+                f"train.crf_value_low_thres ({self.crf_value_low_thres}) must be below "
+                f"train.crf_value_high_thres ({self.crf_value_high_thres})"
+            )
+        return self
+
+
+class TestTimeConfig(Section):
+    checkpoint: str | None = None
+    """Checkpoint to use (a .pth written by mal train); default: the best one in results_dir/train."""
+    batch_size: int = Field(16, ge=1, le=4096)
+    """Crops per forward pass."""
+    use_teacher_test: bool = True
+    """Predict with the EMA teacher (False: the student)."""
+    use_mixed_model_test: bool = False
+    """Average the student's and the teacher's probabilities."""
+    use_flip_test: bool = False
+    """Average the prediction with that of the horizontally flipped crop."""
+
+
+class EvaluateConfig(TestTimeConfig):
+    """Scores masks against the ground truth of dataset.val_ann_path."""
+
+
+class InferenceConfig(TestTimeConfig):
+    ann_path: str | None = None
+    """COCO JSON whose boxes get masks (default: dataset.val_ann_path)."""
+    img_dir: str | None = None
+    """Images of ann_path (default: dataset.val_img_dir)."""
+    label_dump_path: str | None = None
+    """Output COCO JSON, written exactly at this path (default: results_dir/inference/labels.json)."""
+    load_mask: bool = False
+    """Also read ground-truth masks of ann_path, to report per-instance IoU in the gallery."""
+    gallery: bool = False
+    """Write a review page (gallery/index.html) next to the labels."""
+    backend: Literal["torch", "onnxruntime"] = "torch"
+    """Run the network with PyTorch or with ONNX Runtime on an exported model (export.onnx_file)."""
+
+
+class ExportConfig(Section):
+    checkpoint: str | None = None
+    """Checkpoint to export (default: the best one in results_dir/train)."""
+    onnx_file: str | None = None
+    """Output ONNX file (default: results_dir/export/mal_model.onnx)."""
+    opset_version: int = Field(17, ge=13, le=23)
+    """ONNX opset."""
+    batch_size: int = Field(-1, ge=-1)
+    """-1: dynamic batch dimension; otherwise a fixed batch size."""
+
+
+class WandbConfig(Section):
+    enable: bool = False
+    """Log to Weights & Biases (offline when there is no network)."""
+    project: str = "mal"
+    """W&B project."""
+    entity: str | None = None
+    """W&B entity (team or user)."""
+    name: str | None = None
+    """Run name."""
+    tags: list[str] = Field(default_factory=list)
+    """Run tags."""
+    mode: Literal["online", "offline", "disabled"] = "offline"
+    """W&B mode; online needs WANDB_API_KEY in the environment."""
+
+
+class ExperimentSpec(Section):
+    """A whole `mal` spec: one file serves every action, as in TAO."""
+
+    results_dir: str = "results"
+    """Every action writes under results_dir/<action>/."""
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
+
+
+SECTION_DOCS = {
+    "dataset": "Where the boxes and images are, and how boxes become crops.",
+    "model": "The network: ViT backbone, mask head, EMA teacher.",
+    "train": "Optimisation, losses, schedule, devices, checkpoints.",
+    "evaluate": "Scoring masks against ground truth (mIoU, mask AP).",
+    "inference": "Writing the auto-labels: a COCO file with an RLE mask on every box.",
+    "export": "ONNX export of the inference network.",
+    "wandb": "Optional Weights & Biases logging.",
+}
+
+# Which actions the skill layout describes; every action reads the whole spec.
+ACTIONS = ("train", "evaluate", "inference", "export")
+AUTOML_DEFAULT_PARAMETERS = ["train.lr", "train.wd"]

@@ -1,0 +1,261 @@
+"""Every offline search algorithm on the YAHPO LCBench surrogate: regret against budget.
+
+    .venv/bin/python benchmarks/hpo.py            # 5 tasks x 10 seeds (about 10 minutes on one core)
+    .venv/bin/python benchmarks/hpo.py --quick    # 2 tasks x 2 seeds, a smoke run
+
+Protocol (the one TAO's brains were measured with, see docs/ALGORITHMS.md): tasks 3945, 7593, 34539, 126025,
+189909; epoch fidelity 1..52; one worker on a simulated clock; a budget of 30 full-fidelity equivalents (30 x 52
+epochs) where every trained epoch is charged and a resumed training pays only its extra epochs; the KPI of every
+epoch is observed. Regret = best val_accuracy any run found on the task - best val_accuracy seen so far (accuracy
+points); the tables give the median over the task x seed runs. An algorithm that finishes before the budget is
+spent (PBT's population reaches 52 epochs) is started again with a new seed, as a user would.
+
+Writes benchmarks/results/hpo_lcbench{_quick}.json, .md and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from yahpo import DATA_DIR, MAX_EPOCH, LCBench, lcbench_space
+
+from mal.automl.algorithms import make_algorithm
+from mal.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+TASKS = ("3945", "7593", "34539", "126025", "189909")
+ALGORITHMS = ("random", "bayesian", "tpe", "hyperband", "asha", "bohb", "dehb", "pbt")
+BUDGET_FFE = 30
+CHECKPOINTS = (1, 2, 3, 5, 6, 10, 15, 20, 30)
+RESULTS = Path(__file__).resolve().parent / "results"
+
+SETTINGS: dict[str, Any] = {
+    "metric": "val_accuracy",
+    "direction": "maximize",
+    "automl_max_epochs": MAX_EPOCH,
+    "automl_reduction_factor": 3,
+    "automl_max_concurrent": 1,
+    "automl_max_recommendations": 10_000,
+    "automl_max_trials": 10_000,
+    # PBT: 10 members x 13 generations of 4 epochs = 10 FFE per population; restarted when done.
+    "automl_population_size": 10,
+    "automl_eval_interval": 4,
+    "automl_max_generations": 13,
+}
+
+
+def simulate(algorithm: str, task: str, seed: int, budget_ffe: int = BUDGET_FFE) -> dict[str, Any]:
+    """One search on the simulated clock; returns the best-so-far accuracy after every charged epoch."""
+    bench = LCBench(task)
+    space = lcbench_space()
+    budget = budget_ffe * MAX_EPOCH
+    best_so_far = np.full(budget, np.nan)
+    spent, best, restarts, recs = 0, -math.inf, 0, 0
+    started = time.perf_counter()
+    algo = make_algorithm(algorithm, space, SETTINGS, seed=seed)
+    trained: dict[int, int] = {}  # rec id -> epochs in its checkpoint
+    while spent < budget:
+        rec = algo.ask()
+        if rec is None:
+            if not algo.is_finished():
+                raise RuntimeError(f"{algorithm} waits with nothing running")
+            restarts += 1
+            algo = make_algorithm(algorithm, space, SETTINGS, seed=seed + 100_003 * restarts)
+            trained = {}
+            continue
+        recs += 1
+        start = trained[rec.resume_from] if rec.resume_from is not None else 0
+        end = min(rec.budget, MAX_EPOCH)
+        curve = bench.curve(rec.params)
+        epoch = start
+        while epoch < end and spent < budget:
+            epoch += 1
+            best = max(best, float(curve[epoch - 1]))
+            best_so_far[spent] = best
+            spent += 1
+        trained[rec.rec_id] = epoch
+        if epoch < end:
+            break  # the budget ran out mid-training
+        algo.tell(rec.rec_id, float(curve[end - 1]))
+    return {
+        "algorithm": algorithm,
+        "task": task,
+        "seed": seed,
+        "best_so_far": best_so_far.tolist(),
+        "recommendations": recs,
+        "restarts": restarts,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _run(job: tuple[str, str, int]) -> dict[str, Any]:
+    return simulate(*job)
+
+
+def summarise(runs: list[dict[str, Any]], algorithms: list[str], tasks: list[str]) -> dict[str, Any]:
+    best_any = {task: max(np.nanmax(r["best_so_far"]) for r in runs if r["task"] == task) for task in tasks}
+    for run in runs:
+        run["regret"] = (best_any[run["task"]] - np.asarray(run["best_so_far"])).tolist()
+
+    def regret_at(run: dict[str, Any], ffe: float) -> float:
+        return float(run["regret"][round(ffe * MAX_EPOCH) - 1])
+
+    summary: dict[str, Any] = {"best_any": best_any, "algorithms": {}}
+    grid = np.arange(1, BUDGET_FFE * MAX_EPOCH + 1) / MAX_EPOCH
+    for algorithm in algorithms:
+        mine = [r for r in runs if r["algorithm"] == algorithm]
+        medians = {str(x): float(np.median([regret_at(r, x) for r in mine])) for x in CHECKPOINTS}
+        curve = np.median(np.array([r["regret"] for r in mine]), axis=0)
+        per_task = {}
+        for task in tasks:
+            task_runs = [r for r in mine if r["task"] == task]
+            per_task[task] = np.median(np.array([r["regret"] for r in task_runs]), axis=0)
+        summary["algorithms"][algorithm] = {
+            "median_regret": medians,
+            "median_curve": curve.tolist(),
+            "per_task_curve": {t: c.tolist() for t, c in per_task.items()},
+            "seconds_per_run": float(np.mean([r["seconds"] for r in mine])),
+            "recommendations_per_run": float(np.mean([r["recommendations"] for r in mine])),
+        }
+    # FFE each algorithm needs to reach random search's final regret, per task (median over seeds)
+    if "random" in algorithms:
+        for algorithm in algorithms:
+            needed = []
+            for task in tasks:
+                target = summary["algorithms"]["random"]["per_task_curve"][task][-1]
+                curve = np.asarray(summary["algorithms"][algorithm]["per_task_curve"][task])
+                hit = np.nonzero(curve <= target + 1e-9)[0]
+                needed.append(float(grid[hit[0]]) if hit.size else math.inf)
+            entry = summary["algorithms"][algorithm]
+            entry["ffe_to_random_final_per_task"] = dict(zip(tasks, needed))
+            entry["ffe_to_random_final_median_task"] = float(np.median(needed))
+    return summary
+
+
+def markdown(summary: dict[str, Any], args: argparse.Namespace, n_runs: int, seconds: float) -> str:
+    lines = [
+        "# HPO benchmark: YAHPO LCBench surrogate",
+        "",
+        f"Command: `.venv/bin/python benchmarks/hpo.py{' --quick' if args.quick else ''}`; tasks "
+        f"{', '.join(args.tasks)}; {args.seeds} seeds each; {n_runs} runs per algorithm; one worker; budget "
+        f"{BUDGET_FFE} x {MAX_EPOCH} epochs; wall time {seconds / 60:.1f} min.",
+        "",
+        "Median regret (accuracy points) after N full-fidelity equivalents (FFE); `FFE to random@30` is the "
+        "budget at which the algorithm's median regret reaches random search's final one (median over tasks).",
+        "",
+        "| algorithm | " + " | ".join(f"{x} FFE" for x in CHECKPOINTS) + " | FFE to random@30 | recs/run | s/run |",
+        "|---|" + "---|" * (len(CHECKPOINTS) + 3),
+    ]
+    for name, entry in summary["algorithms"].items():
+        cells = [f"{entry['median_regret'][str(x)]:.2f}" for x in CHECKPOINTS]
+        ffe = entry.get("ffe_to_random_final_median_task", math.nan)
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {ffe:.1f} | {entry['recommendations_per_run']:.0f} | "
+            f"{entry['seconds_per_run']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.arange(1, BUDGET_FFE * MAX_EPOCH + 1) / MAX_EPOCH
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, entry in summary["algorithms"].items():
+        curve = np.maximum(np.asarray(entry["median_curve"]), 1e-2)
+        ax.plot(
+            grid,
+            curve,
+            label=name,
+            lw=2 if name in ("random", "dehb", "bohb") else 1.2,
+            ls="--" if name == "random" else "-",
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("budget (full-fidelity equivalents, 52 epochs each)")
+    ax.set_ylabel("median regret (val accuracy points)")
+    ax.set_title("YAHPO LCBench surrogate, 1 worker")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(ncol=2, fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 tasks x 2 seeds (smoke run)")
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS))
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
+    args = parser.parse_args(argv)
+    if not (DATA_DIR / "model.onnx").is_file():
+        print(f"The LCBench surrogate is not at {DATA_DIR}; set MAL_YAHPO_LCBENCH.", file=sys.stderr)
+        return 2
+    if args.quick:
+        args.tasks, args.seeds = args.tasks[:2], 2
+    jobs = [(a, t, s) for a in args.algorithms for t in args.tasks for s in range(args.seeds)]
+    started = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            runs = list(pool.map(_run, jobs))
+    else:
+        for i, job in enumerate(jobs, 1):
+            runs.append(_run(job))
+            print(
+                f"[{i}/{len(jobs)}] {job[0]} task {job[1]} seed {job[2]}: {runs[-1]['seconds']:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+    seconds = time.perf_counter() - started
+    summary = summarise(runs, args.algorithms, args.tasks)
+    stem = "hpo_lcbench_quick" if args.quick else "hpo_lcbench"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    per_run = [
+        {k: v for k, v in r.items() if k not in ("best_so_far", "regret")}
+        | {"regret_at": {str(x): r["regret"][round(x * MAX_EPOCH) - 1] for x in CHECKPOINTS}}
+        for r in runs
+    ]
+    report = {
+        "protocol": {
+            "tasks": args.tasks,
+            "seeds": args.seeds,
+            "budget_ffe": BUDGET_FFE,
+            "max_epoch": MAX_EPOCH,
+            "settings": SETTINGS,
+            "wall_seconds": seconds,
+        },
+        "summary": {
+            a: {k: v for k, v in e.items() if k not in ("median_curve", "per_task_curve")}
+            for a, e in summary["algorithms"].items()
+        },
+        "best_any": summary["best_any"],
+        "runs": per_run,
+    }
+    atomic_write_json(RESULTS / f"{stem}.json", report)
+    table = markdown(summary, args, len(args.tasks) * args.seeds, seconds)
+    atomic_write_text(RESULTS / f"{stem}.md", table)
+    plot(summary, RESULTS / f"{stem}.png")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

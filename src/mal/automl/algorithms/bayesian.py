@@ -1,0 +1,212 @@
+"""Bayesian optimisation: a Gaussian process (Matern 5/2, one length scale per key) with expected improvement.
+
+Written with numpy only (Optuna's GPSampler needs scipy, which `mal` does not depend on). Configurations live in
+the space's unit cube (`SearchSpace.to_unit`), so log-scaled keys are modelled on their log scale. The first
+`max(5, d + 1)` trainings come from a Latin hypercube; after that each ask fits the GP's hyperparameters by
+maximising the marginal likelihood (Adam on analytic gradients, weak log-normal priors) and maximises EI over
+random and local candidates. Trainings still running are "kriging believers": they enter the GP at its own
+predicted mean, so parallel asks spread out instead of repeating each other. Failed trainings count as the
+worst result seen, steering the search away from configurations that crash.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mal.automl.algorithms._full_fidelity import FullFidelitySearch
+
+_SQRT5 = math.sqrt(5.0)
+_DESIGN_KEY = 7_000_001  # seeds the initial design, apart from the per-rec seeds
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+class BayesianSearch(FullFidelitySearch):
+    name = "bayesian"
+
+    def n_startup(self) -> int:
+        return min(self.max_trials(), max(5, len(self.space) + 1))
+
+    def _propose(self, rec_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        dim = len(self.space)
+        done = [t for t in self.trials.values() if t.status != "running"]
+        successes = [t for t in done if t.status == "done"]
+        if rec_id < self.n_startup() or len(successes) < 2:
+            design = latin_hypercube(self.n_startup(), dim, self._rng(_DESIGN_KEY))
+            vec = design[rec_id] if rec_id < len(design) else self._rng(rec_id).random(dim)
+            return self.space.from_unit(vec), {"source": "initial_design"}
+        x = np.array([self.space.to_unit(t.rec.params) for t in done])
+        scores = np.array([self.trial_score(t) for t in done])
+        worst = scores[np.isfinite(scores)].min()
+        y = np.where(np.isfinite(scores), scores, worst)
+        pending = np.array([self.space.to_unit(t.rec.params) for t in self.running()]).reshape(-1, dim)
+        gp = GaussianProcess.fit(x, y)
+        best_vec, ei = maximize_ei(gp.with_believers(pending), y.max(), x, self._rng(rec_id))
+        return self.space.from_unit(best_vec), {"source": "gp_ei", "expected_improvement": float(ei)}
+
+
+def latin_hypercube(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    """n points in [0, 1]^dim, one per row-stratum in every dimension."""
+    strata = np.stack([rng.permutation(n) for _ in range(dim)], axis=1) if dim else np.zeros((n, 0))
+    return (strata + rng.random((n, dim))) / n
+
+
+@dataclass
+class GaussianProcess:
+    """A fitted zero-mean GP on standardised targets."""
+
+    x: np.ndarray
+    y: np.ndarray  # standardised
+    length_scales: np.ndarray
+    signal: float
+    noise: float
+    y_mean: float
+    y_std: float
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, steps: int = 150) -> GaussianProcess:
+        y_mean, y_std = float(y.mean()), float(y.std()) or 1.0
+        ys = (y - y_mean) / y_std
+        dim = x.shape[1]
+        best_theta, best_lml = None, -math.inf
+        for start in (0.4, 1.0):
+            theta = np.concatenate([np.full(dim, math.log(start)), [0.0, math.log(1e-2)]])
+            theta, lml = _adam(theta, x, ys, steps)
+            if lml > best_lml:
+                best_theta, best_lml = theta, lml
+        assert best_theta is not None
+        return cls(
+            x,
+            ys,
+            np.exp(best_theta[:dim]),
+            float(np.exp(best_theta[dim])),
+            float(np.exp(best_theta[dim + 1])),
+            y_mean,
+            y_std,
+        )
+
+    def with_believers(self, pending: np.ndarray) -> GaussianProcess:
+        """The same GP with pending points added at its own predicted mean (kriging believer)."""
+        if len(pending) == 0:
+            return self
+        mean, _ = self.predict(pending)
+        ys = (mean - self.y_mean) / self.y_std
+        return GaussianProcess(
+            np.vstack([self.x, pending]),
+            np.concatenate([self.y, ys]),
+            self.length_scales,
+            self.signal,
+            self.noise,
+            self.y_mean,
+            self.y_std,
+        )
+
+    def predict(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation, in the original units."""
+        k = _matern(self.x, self.x, self.length_scales, self.signal) + self.noise * np.eye(len(self.x))
+        chol = _cholesky(k)
+        alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, self.y))
+        k_star = _matern(points, self.x, self.length_scales, self.signal)
+        mean = k_star @ alpha
+        v = np.linalg.solve(chol, k_star.T)
+        var = np.maximum(self.signal - np.sum(v * v, axis=0), 1e-12)
+        return mean * self.y_std + self.y_mean, np.sqrt(var) * self.y_std
+
+
+def _matern(a: np.ndarray, b: np.ndarray, length_scales: np.ndarray, signal: float) -> np.ndarray:
+    scaled = (a[:, None, :] - b[None, :, :]) / length_scales
+    r = np.sqrt(np.sum(scaled**2, axis=-1) + 1e-12)
+    return signal * (1 + _SQRT5 * r + 5.0 / 3.0 * r**2) * np.exp(-_SQRT5 * r)
+
+
+def _cholesky(k: np.ndarray) -> np.ndarray:
+    jitter = 1e-9
+    for _ in range(8):
+        try:
+            return np.linalg.cholesky(k + jitter * np.eye(len(k)))
+        except np.linalg.LinAlgError:
+            jitter *= 10
+    return np.linalg.cholesky(k + 1e-1 * np.eye(len(k)))
+
+
+# Weak log-normal priors (mean, sd of the log) keep the fit sane with few points.
+_PRIOR_LENGTH = (math.log(0.4), 1.0)
+_PRIOR_SIGNAL = (0.0, 1.0)
+_PRIOR_NOISE = (math.log(1e-3), 2.0)
+_BOUNDS = (math.log(0.01), math.log(20.0))
+
+
+def _lml_and_grad(theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    dim = x.shape[1]
+    ls, signal, noise = np.exp(theta[:dim]), math.exp(theta[dim]), math.exp(theta[dim + 1])
+    diff2 = ((x[:, None, :] - x[None, :, :]) / ls) ** 2
+    r = np.sqrt(diff2.sum(-1) + 1e-12)
+    decay = np.exp(-_SQRT5 * r)
+    kf = signal * (1 + _SQRT5 * r + 5.0 / 3.0 * r**2) * decay
+    n = len(x)
+    k = kf + (noise + 1e-9) * np.eye(n)
+    chol = _cholesky(k)
+    alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, y))
+    k_inv = np.linalg.solve(chol.T, np.linalg.solve(chol, np.eye(n)))
+    lml = -0.5 * y @ alpha - np.log(np.diag(chol)).sum() - 0.5 * n * math.log(2 * math.pi)
+    w = np.outer(alpha, alpha) - k_inv
+    a = signal * 5.0 / 3.0 * (1 + _SQRT5 * r) * decay
+    grad = np.empty_like(theta)
+    grad[:dim] = 0.5 * np.einsum("ij,ijk->k", w * a, diff2)
+    grad[dim] = 0.5 * np.sum(w * kf)
+    grad[dim + 1] = 0.5 * noise * np.trace(w)
+    for index, (mu, sd) in [
+        (slice(0, dim), _PRIOR_LENGTH),
+        (slice(dim, dim + 1), _PRIOR_SIGNAL),
+        (slice(dim + 1, dim + 2), _PRIOR_NOISE),
+    ]:
+        lml -= 0.5 * float(np.sum(((theta[index] - mu) / sd) ** 2))
+        grad[index] -= (theta[index] - mu) / sd**2
+    return float(lml), grad
+
+
+def _adam(theta: np.ndarray, x: np.ndarray, y: np.ndarray, steps: int, lr: float = 0.05) -> tuple[np.ndarray, float]:
+    low = np.full_like(theta, _BOUNDS[0])
+    high = np.full_like(theta, _BOUNDS[1])
+    low[-1], high[-1] = math.log(1e-6), math.log(1.0)  # noise on standardised targets
+    m = np.zeros_like(theta)
+    v = np.zeros_like(theta)
+    best_theta, best_lml = theta.copy(), -math.inf
+    for step in range(1, steps + 1):
+        lml, grad = _lml_and_grad(theta, x, y)
+        if lml > best_lml:
+            best_theta, best_lml = theta.copy(), lml
+        m = 0.9 * m + 0.1 * grad
+        v = 0.999 * v + 0.001 * grad**2
+        theta = np.clip(theta + lr * (m / (1 - 0.9**step)) / (np.sqrt(v / (1 - 0.999**step)) + 1e-8), low, high)
+    return best_theta, best_lml
+
+
+def expected_improvement(gp: GaussianProcess, points: np.ndarray, best: float, xi: float = 0.01) -> np.ndarray:
+    mean, sd = gp.predict(points)
+    improvement = mean - best - xi * gp.y_std
+    z = improvement / sd
+    cdf = 0.5 * (1.0 + _erf(z / math.sqrt(2.0)).astype(float))
+    pdf = np.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)
+    return improvement * cdf + sd * pdf
+
+
+def maximize_ei(
+    gp: GaussianProcess, best: float, observed: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, float]:
+    """Best EI among uniform candidates and Gaussian steps around the best observed points, then refined."""
+    dim = observed.shape[1]
+    top = observed[np.argsort(-gp.y[: len(observed)])[:5]]
+    local = (top[:, None, :] + 0.1 * rng.standard_normal((len(top), 200, dim))).reshape(-1, dim)
+    candidates = np.clip(np.vstack([rng.random((1000, dim)), local]), 0.0, 1.0)
+    ei = expected_improvement(gp, candidates, best)
+    for scale in (0.05, 0.02, 0.005):
+        seeds = candidates[np.argsort(-ei)[:5]]
+        steps = np.clip((seeds[:, None, :] + scale * rng.standard_normal((5, 60, dim))).reshape(-1, dim), 0.0, 1.0)
+        candidates = np.vstack([seeds, steps])
+        ei = expected_improvement(gp, candidates, best)
+    index = int(np.argmax(ei))
+    return candidates[index], float(ei[index])

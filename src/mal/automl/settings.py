@@ -1,0 +1,137 @@
+"""`automl_settings`: TAO's key names and defaults, validated, with did-you-mean errors for unknown keys.
+
+`parse_settings(mapping)` is the one way in: unknown keys and bad values raise `SpecError` with one sentence;
+the only alias is TAO's `num_recommendations` for `automl_max_recommendations`. `llm_api_key` is a `SecretStr`
+so it never appears in a repr, a log or a JSON dump (`AutoMLSettings.to_json_dict()` leaves it out).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from mal.errors import SpecError
+
+ALIASES = {"num_recommendations": "automl_max_recommendations"}
+
+AlgorithmName = Literal[
+    "bayesian", "random", "tpe", "hyperband", "asha", "bohb", "dehb", "pbt", "llm", "hybrid", "autoresearch"
+]
+
+
+class AutoMLSettings(BaseModel):
+    """Every setting AutoML reads, with TAO's names and defaults."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+
+    algorithm: AlgorithmName = "bayesian"
+    """Search algorithm (see docs/ALGORITHMS.md)."""
+    metric: str = "val/mIoU"
+    """KPI to optimise, as written in the job's status.json `kpi`."""
+    direction: Literal["maximize", "minimize"] = "maximize"
+    """Whether a larger metric is better."""
+    seed: int = Field(0, ge=0)
+    """Seed of the search's random choices; the same seed and results give the same recommendations."""
+
+    automl_max_recommendations: int = Field(20, ge=1)
+    """Trainings to launch (random, bayesian, tpe); the default number of configurations for ASHA."""
+
+    automl_max_epochs: int = Field(27, ge=1)
+    """Hyperband family: R, the largest budget in resource units (epochs x epoch_multiplier)."""
+    automl_reduction_factor: int = Field(3, ge=2)
+    """Hyperband family: eta; each successive-halving round keeps the top 1/eta."""
+    epoch_multiplier: int = Field(1, ge=1)
+    """Hyperband family: epochs per resource unit."""
+
+    automl_max_concurrent: int = Field(4, ge=1)
+    """Trainings running at once; ask() answers None while this many are running."""
+    automl_max_trials: int | None = Field(None, ge=1)
+    """ASHA / Hyperband family: configurations to start (ASHA: automl_max_recommendations when unset;
+    Hyperband family: one full pass over the brackets when unset)."""
+    automl_min_top_configs: int = Field(5, ge=1)
+    """ASHA: once no new configuration may start, promote the best until this many reach the full budget."""
+
+    automl_population_size: int = Field(10, ge=2)
+    """PBT: members trained side by side."""
+    automl_max_generations: int = Field(20, ge=1)
+    """PBT: exploit/explore rounds."""
+    automl_eval_interval: int = Field(10, ge=1)
+    """PBT: epochs per generation."""
+    automl_perturbation_factor: float = Field(1.2, gt=1.0)
+    """PBT: explore multiplies or divides a number by this factor."""
+
+    automl_mutation_factor: float = Field(0.5, gt=0.0, le=2.0)
+    """DEHB: differential weight F of rand/1 mutation."""
+    automl_crossover_prob: float = Field(0.5, ge=0.0, le=1.0)
+    """DEHB: binomial crossover probability."""
+
+    automl_kde_samples: int = Field(64, ge=1)
+    """BOHB: candidates drawn from the good-configurations density per proposal."""
+    automl_top_n_percent: float = Field(15, gt=0, lt=100)
+    """BOHB: percentage of observations that count as good."""
+    automl_min_points_in_model: int = Field(10, ge=2)
+    """BOHB: observations a budget needs before its density model is used."""
+
+    automl_max_experiments: int = Field(50, ge=1)
+    """LLM family: trainings to launch."""
+    llm_endpoint: str | None = None
+    """OpenAI-compatible base URL (…/v1) or full chat-completions URL."""
+    llm_model: str | None = None
+    """Model name sent to the endpoint."""
+    llm_api_key: SecretStr | None = None
+    """API key; when unset, MAL_LLM_API_KEY or OPENAI_API_KEY from the environment."""
+    llm_temperature: float = Field(0.7, ge=0.0, le=2.0)
+    """Sampling temperature of the LLM."""
+    llm_max_tokens: int = Field(1024, ge=16)
+    """Largest reply, in tokens."""
+
+    run_baseline: bool = False
+    """Train the spec's own values first, for comparison."""
+    baseline_metric: float | None = None
+    """A known baseline metric, used instead of training the baseline."""
+    run_final_evaluation: bool = False
+    """Evaluate the best checkpoint once the search ends."""
+    train_sample_count: int | None = Field(None, ge=1)
+    """Train on this many images per trial (a cheaper proxy); None uses all."""
+    automl_delete_intermediate_ckpt: bool = True
+    """Delete checkpoints that no recommendation can resume from any more."""
+    session_id: str | None = None
+    """Free-form label of this search (the workspace path, not this id, is what resumes a run)."""
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Settings as JSON, without the API key."""
+        return self.model_dump(mode="json", exclude={"llm_api_key"})
+
+    def api_key(self) -> str | None:
+        return None if self.llm_api_key is None else self.llm_api_key.get_secret_value()
+
+
+def parse_settings(
+    settings: Mapping[str, Any] | AutoMLSettings | None = None, source: str = "automl_settings"
+) -> AutoMLSettings:
+    """Validate user settings; unknown keys and bad values raise SpecError naming the key."""
+    if isinstance(settings, AutoMLSettings):
+        return settings
+    data = dict(settings or {})
+    for alias, name in ALIASES.items():
+        if alias in data:
+            if name in data:
+                raise SpecError(f"{source} sets both {alias} and {name}; keep only {name}.")
+            data[name] = data.pop(alias)
+    known = list(AutoMLSettings.model_fields)
+    for key in data:
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), known + list(ALIASES), n=1, cutoff=0.6)
+            tip = f" Did you mean {hint[0]}?" if hint else " See docs/ALGORITHMS.md for the keys."
+            raise SpecError(f"{source} has unknown key {key!r}.{tip}")
+    try:
+        return AutoMLSettings(**data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        value = error.get("input")
+        shown = "<hidden>" if key == "llm_api_key" else repr(value)
+        raise SpecError(f"{source}.{key} = {shown} is invalid: {error['msg']}.") from None

@@ -1,0 +1,312 @@
+"""Datasets and loaders that turn COCO boxes into batches of crops.
+
+Training: one item is one box. Batches are fetched with `__getitems__` so every distinct image of a batch is
+decoded once and all its boxes are cropped with one `roi_align`; the batch sampler keeps the boxes of an image
+together. Labeling/evaluation: every box, the fixed test margin, no augmentation, packed into batches of at
+most `batch_size` boxes taken image by image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from mal.data.augment import TrainAugment
+from mal.data.coco import CocoBoxes
+from mal.data.crops import box_masks, crop_and_resize, expand_boxes
+from mal.data.images import read_image
+from mal.errors import DataError
+
+
+class BatchIndices(list):
+    """Dataset indices of one batch, plus the seed that makes its random crops and augmentation repeatable."""
+
+    def __init__(self, indices: Sequence[int], seed: int) -> None:
+        super().__init__(indices)
+        self.seed = seed
+
+
+def batch_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(part) for part in parts]).generate_state(1, dtype=np.uint32)[0])
+
+
+def _crop_rows(coco: CocoBoxes, rows: np.ndarray, crop_boxes: torch.Tensor, crop_size: int) -> torch.Tensor:
+    """Crops for annotation `rows`, decoding each distinct image once and cropping its boxes in one call."""
+    crops = torch.empty((len(rows), 3, crop_size, crop_size), dtype=torch.float32)
+    image_ids = coco.image_ids[rows]
+    for image_id in dict.fromkeys(image_ids.tolist()):
+        positions = torch.from_numpy(np.flatnonzero(image_ids == image_id))
+        image = read_image(coco.images[image_id].path)
+        crops[positions] = crop_and_resize(image, crop_boxes[positions], crop_size)
+    return crops
+
+
+def _box_fields(coco: CocoBoxes, rows: np.ndarray) -> dict[str, torch.Tensor]:
+    return {
+        "box": torch.from_numpy(coco.boxes_xyxy[rows]).float(),
+        "ann_id": torch.from_numpy(coco.ann_ids[rows]),
+        "image_id": torch.from_numpy(coco.image_ids[rows]),
+        "category_id": torch.from_numpy(coco.category_ids[rows]),
+    }
+
+
+class TrainBoxDataset(Dataset):
+    """One item per training box (area in (min_obj_size, max_obj_size], crowd boxes left out)."""
+
+    def __init__(
+        self,
+        coco: CocoBoxes,
+        *,
+        crop_size: int,
+        margin_rate: Sequence[float] = (0.0, 1.2),
+        min_obj_size: float = 2048.0,
+        max_obj_size: float = math.inf,
+        seed: int = 0,
+        augment: TrainAugment | bool | None = True,
+    ) -> None:
+        self.coco = coco
+        self.crop_size = int(crop_size)
+        self.margin_rate = (float(margin_rate[0]), float(margin_rate[1]))
+        self.seed = int(seed)
+        self.augment = TrainAugment() if augment is True else (augment or None)
+        self.rows = np.flatnonzero(coco.size_filter(min_obj_size, max_obj_size) & ~coco.iscrowd)
+        if len(self.rows) == 0:
+            raise DataError(
+                f"{coco.ann_path}: none of its {len(coco)} boxes has an area in ({min_obj_size:g}, "
+                f"{max_obj_size:g}] px²; lower dataset.min_obj_size or raise dataset.max_obj_size."
+            )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def image_groups(self) -> list[np.ndarray]:
+        """Dataset indices grouped by image, images in id order."""
+        image_ids = self.coco.image_ids[self.rows]
+        order = np.argsort(image_ids, kind="stable")
+        _, starts = np.unique(image_ids[order], return_index=True)
+        return np.split(order, starts[1:])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {key: value[0] for key, value in self.__getitems__([index]).items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        seed = getattr(indices, "seed", None)
+        if seed is None:
+            seed = batch_seed(self.seed, *indices)
+        generator = torch.Generator().manual_seed(seed)
+        rows = self.rows[np.asarray(indices, dtype=np.int64)]
+        fields = _box_fields(self.coco, rows)
+        crop_boxes = expand_boxes(fields["box"], self.margin_rate, generator=generator)
+        crops = _crop_rows(self.coco, rows, crop_boxes, self.crop_size)
+        masks = box_masks(fields["box"], crop_boxes, self.crop_size)
+        if self.augment is not None:
+            views = self.augment(crops, masks, seed)
+        else:
+            views = {
+                "image": crops,
+                "image_aug": crops.clone(),
+                "box_mask": masks,
+                "flipped": torch.zeros(len(rows), dtype=torch.bool),
+            }
+        return {**views, "crop_box": crop_boxes, **fields}
+
+
+class ImageGroupedBatchSampler(Sampler[list[int]]):
+    """Shuffles images (seeded by seed and epoch) and cuts their boxes, kept together, into batches.
+
+    With `num_replicas` > 1 each rank takes every num_replicas-th batch; the batch list is padded by cycling so
+    all ranks run the same number of steps. Call `set_epoch` (Lightning does) for a new order each epoch.
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[np.ndarray],
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
+        self.groups = [np.asarray(group, dtype=np.int64) for group in groups]
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _all_batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.groups)) if self.shuffle else np.arange(len(self.groups))
+        parts = [rng.permutation(self.groups[i]) if self.shuffle else self.groups[i] for i in order]
+        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        batches = [flat[start : start + self.batch_size] for start in range(0, len(flat), self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        if self.num_replicas > 1 and batches:
+            missing = -len(batches) % self.num_replicas
+            batches += [batches[i % len(batches)] for i in range(missing)]
+        return batches
+
+    def __iter__(self) -> Iterator[BatchIndices]:
+        batches = self._all_batches()
+        for number in range(self.rank, len(batches), self.num_replicas):
+            yield BatchIndices(batches[number].tolist(), batch_seed(self.seed, self.epoch, number))
+
+    def __len__(self) -> int:
+        total = sum(len(group) for group in self.groups)
+        count = total // self.batch_size if self.drop_last else math.ceil(total / self.batch_size)
+        return math.ceil(count / self.num_replicas)
+
+
+class LabelBoxDataset(Dataset):
+    """Every box of the file, test margin, no augmentation. One item = one chunk (<= chunk_size boxes) of one image.
+
+    Use `__getitems__` with several chunk indices (what `build_label_loader` does) to get one batch.
+    """
+
+    def __init__(
+        self,
+        coco: CocoBoxes,
+        *,
+        crop_size: int,
+        margin_rate: Sequence[float] = (0.6, 0.6),
+        chunk_size: int = 64,
+        image_ids: Sequence[int] | None = None,
+    ) -> None:
+        self.coco = coco
+        self.crop_size = int(crop_size)
+        self.margin_rate = (float(margin_rate[0]), float(margin_rate[1]))
+        by_image = coco.boxes_by_image
+        chosen = sorted(by_image) if image_ids is None else [i for i in image_ids if i in by_image]
+        self.chunks: list[tuple[int, np.ndarray]] = [
+            (image_id, by_image[image_id][start : start + chunk_size])
+            for image_id in chosen
+            for start in range(0, len(by_image[image_id]), chunk_size)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        rows = np.concatenate([self.chunks[index][1] for index in indices])
+        fields = _box_fields(self.coco, rows)
+        # A random test margin (lo < hi) is unusual; seed it by the boxes so labels are reproducible.
+        generator = torch.Generator().manual_seed(batch_seed(*self.coco.ann_ids[rows][:16].tolist()))
+        crop_boxes = expand_boxes(fields["box"], self.margin_rate, generator=generator)
+        sizes = [(self.coco.images[i].height, self.coco.images[i].width) for i in fields["image_id"].tolist()]
+        return {
+            "image": _crop_rows(self.coco, rows, crop_boxes, self.crop_size),
+            "box_mask": box_masks(fields["box"], crop_boxes, self.crop_size),
+            "crop_box": crop_boxes,
+            "image_size": torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2),
+            **fields,
+        }
+
+
+class PackedBatchSampler(Sampler[list[int]]):
+    """Packs consecutive chunks (in order) into batches holding at most `max_boxes` boxes."""
+
+    def __init__(self, chunk_lengths: Sequence[int], max_boxes: int) -> None:
+        self.batches: list[list[int]] = []
+        current: list[int] = []
+        filled = 0
+        for index, length in enumerate(chunk_lengths):
+            if current and filled + length > max_boxes:
+                self.batches.append(current)
+                current, filled = [], 0
+            current.append(index)
+            filled += length
+        if current:
+            self.batches.append(current)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _as_is(batch: Any) -> Any:
+    """The dataset's `__getitems__` already returns a collated batch."""
+    return batch
+
+
+def build_train_loader(
+    coco: CocoBoxes,
+    crop_size: int,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    margin_rate: Sequence[float] = (0.0, 1.2),
+    min_obj_size: float = 2048.0,
+    max_obj_size: float = math.inf,
+    *,
+    num_replicas: int = 1,
+    rank: int = 0,
+    augment: bool = True,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """Shuffled batches of `batch_size` training boxes; deterministic for a seed and epoch."""
+    dataset = TrainBoxDataset(
+        coco,
+        crop_size=crop_size,
+        margin_rate=margin_rate,
+        min_obj_size=min_obj_size,
+        max_obj_size=max_obj_size,
+        seed=seed,
+        augment=augment,
+    )
+    sampler = ImageGroupedBatchSampler(
+        dataset.image_groups(),
+        batch_size,
+        seed=seed,
+        drop_last=drop_last,
+        num_replicas=num_replicas,
+        rank=rank,
+    )
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=_as_is,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def build_label_loader(
+    coco: CocoBoxes,
+    crop_size: int,
+    batch_size: int,
+    num_workers: int,
+    margin_rate: Sequence[float] = (0.6, 0.6),
+    *,
+    image_ids: Sequence[int] | None = None,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """Every box in image-id order, in batches of at most `batch_size` boxes (each image decoded once per batch)."""
+    dataset = LabelBoxDataset(
+        coco, crop_size=crop_size, margin_rate=margin_rate, chunk_size=batch_size, image_ids=image_ids
+    )
+    sampler = PackedBatchSampler([len(rows) for _, rows in dataset.chunks], batch_size)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=_as_is, pin_memory=pin_memory)

@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("overrides", nargs="*", metavar="section.key=value", help="override spec keys")
     _add_debug(demo)
 
-    automl = actions.add_parser("automl", help="hyperparameter search over `mal train` (run/status/resume/report)")
+    automl = actions.add_parser("automl", add_help=False,
+                                help="hyperparameter search over `mal train` (run/status/resume/report)")
     automl.add_argument("automl_args", nargs=argparse.REMAINDER, help="see `mal automl --help`")
     _add_debug(automl)
     return parser
@@ -164,8 +165,13 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv[:1] == ["automl"]:
+        # `mal automl` has its own parser (mal.automl.cli); argparse's REMAINDER would swallow its --help.
+        args = argparse.Namespace(action="automl", automl_args=argv[1:], debug="--debug" in argv)
+    else:
+        args = parser.parse_args(argv)
     handler = HANDLERS.get(args.action, _run_spec_action)
     try:
         return handler(args)

@@ -1,0 +1,31 @@
+"""`mal dataset check`: validate the spec's COCO files and images, print the report, exit 2 on errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mal.data.check import dataset_check, print_report
+from mal.errors import SpecError
+from mal.spec.schema import ExperimentSpec
+
+
+def run(spec: ExperimentSpec) -> int:
+    dataset = spec.dataset
+    pairs = [("train", dataset.train_ann_path, dataset.train_img_dir)]
+    if dataset.val_ann_path and dataset.val_ann_path != dataset.train_ann_path:
+        pairs.append(("val", dataset.val_ann_path, dataset.val_img_dir or dataset.train_img_dir))
+    if spec.inference.ann_path and spec.inference.ann_path not in {p[1] for p in pairs}:
+        pairs.append(("inference", spec.inference.ann_path, spec.inference.img_dir or dataset.train_img_dir))
+    pairs = [pair for pair in pairs if pair[1]]
+    if not pairs:
+        raise SpecError("mal dataset check needs dataset.train_ann_path (and dataset.train_img_dir) in the spec.")
+    worst = 0
+    for name, ann_path, img_dir in pairs:
+        if not img_dir:
+            raise SpecError(f"the {name} annotations {ann_path} need an image folder (dataset.{name}_img_dir).")
+        print(f"== {name}: {ann_path}")
+        report = dataset_check(ann_path, img_dir, load_mask=dataset.load_mask, min_obj_size=dataset.min_obj_size,
+                               max_obj_size=dataset.max_obj_size,
+                               cache_dir=Path(dataset.cache_dir) if dataset.cache_dir else None)
+        worst = max(worst, print_report(report))
+    return worst

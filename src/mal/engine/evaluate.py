@@ -1,0 +1,95 @@
+"""`mal evaluate`: masks of a checkpoint against ground truth - mIoU overall, by size, per class, and mask AP."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mal.data.coco import CocoBoxes
+from mal.engine.common import resolve_checkpoint
+from mal.engine.datamodule import load_val_coco
+from mal.engine.labeling import BoxLabel, ground_truth
+from mal.engine.predict import label_dataset, torch_labeler
+from mal.engine.status import StatusFile
+from mal.errors import DataError
+from mal.fileio import atomic_write_json
+from mal.masks import box_fill_rle
+from mal.metrics import coco_mask_ap, format_metrics_table, instance_ious, miou_summary
+from mal.spec.schema import ExperimentSpec
+
+
+def score_labels(coco: CocoBoxes, labels: list[BoxLabel]) -> dict[str, Any]:
+    """mIoU summary, mask AP and the box-fill baseline's mIoU for labels of every box of `coco`."""
+    ann_ids = [label.ann_id for label in labels]
+    gt_rles, gt_areas = ground_truth(coco, ann_ids)
+    ious = instance_ious([label.segmentation for label in labels], gt_rles)
+    categories = np.asarray([label.category_id for label in labels])
+    metrics = miou_summary(ious, categories, gt_areas, coco.categories)
+    box_rles: list[Any] = [None] * len(labels)
+    for image_id, file_rows, positions in _by_image(coco, [coco.row_of_ann[ann_id] for ann_id in ann_ids]):
+        for position, rle in zip(positions, box_fill_rle(coco.boxes_xyxy[file_rows], _hw(coco, image_id))):
+            box_rles[position] = rle
+    box_fill = miou_summary(instance_ious(box_rles, gt_rles), categories, gt_areas, coco.categories)
+    metrics["box_fill_mIoU"] = box_fill["mIoU"]
+    predictions = [{"image_id": label.image_id, "category_id": label.category_id,
+                    "segmentation": label.segmentation, "score": label.score} for label in labels]
+    metrics.update(coco_mask_ap(_gt_dict(coco), predictions))
+    return metrics
+
+
+def _hw(coco: CocoBoxes, image_id: int) -> tuple[int, int]:
+    image = coco.images[image_id]
+    return image.height, image.width
+
+
+def _by_image(coco: CocoBoxes, rows: list[int]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(image id, file rows, positions in `rows`) per image."""
+    rows_array = np.asarray(rows, dtype=np.int64)
+    image_ids = coco.image_ids[rows_array]
+    groups = []
+    for image_id in np.unique(image_ids):
+        index = np.flatnonzero(image_ids == image_id)
+        groups.append((int(image_id), rows_array[index], index))
+    return groups
+
+
+def _gt_dict(coco: CocoBoxes) -> dict[str, Any]:
+    """The ground truth COCOeval needs: images, categories, and annotations with their masks."""
+    return {
+        "images": [{"id": i.id, "height": i.height, "width": i.width, "file_name": i.file_name}
+                   for i in coco.images.values()],
+        "categories": [{"id": cid, "name": name} for cid, name in coco.categories.items()],
+        "annotations": [{"id": int(ann["id"]), "image_id": int(ann["image_id"]),
+                         "category_id": int(ann["category_id"]), "segmentation": ann["segmentation"],
+                         "iscrowd": int(ann.get("iscrowd", 0)), "bbox": ann["bbox"]}
+                        for ann in coco.annotations],
+    }
+
+
+def run(spec: ExperimentSpec) -> int:
+    checkpoint = resolve_checkpoint(spec, spec.evaluate.checkpoint, "evaluate.checkpoint")
+    spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"load_mask": True})})
+    coco = load_val_coco(spec, action="evaluate")
+    if not coco.has_masks:
+        raise DataError(
+            f"{coco.ann_path} has no ground-truth mask (segmentation) on every annotation, so there is nothing to "
+            "score against; point dataset.val_ann_path to a file with masks, or use mal inference to label."
+        )
+    out_dir = Path(spec.results_dir) / "evaluate"
+    labeler = torch_labeler(checkpoint, spec.evaluate)
+    status = StatusFile(out_dir / "status.json")
+    status.write("STARTED", message=f"evaluating {checkpoint} on {len(coco)} boxes")
+    started = time.perf_counter()
+    labels = label_dataset(labeler, coco, spec, spec.evaluate.batch_size, "evaluate")
+    metrics = score_labels(coco, labels)
+    metrics["checkpoint"] = str(checkpoint)
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    kpi = {key: value for key, value in metrics.items() if isinstance(value, float)}
+    status.write("SUCCESS", kpi=kpi, message="evaluation finished", metrics_path=str(out_dir / "metrics.json"))
+    print(format_metrics_table(metrics, title=f"mal evaluate: {coco.ann_path.name} ({len(coco)} boxes)"))
+    print(f"mal evaluate: metrics written to {out_dir / 'metrics.json'}")
+    return 0

@@ -1,0 +1,81 @@
+"""`mal inference`: the auto-labels - the input COCO JSON, every key kept, with an RLE mask on every box."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+from mal.data.coco import CocoBoxes, load_coco
+from mal.engine.common import resolve_checkpoint
+from mal.engine.datamodule import require
+from mal.engine.labeling import BoxLabel, ground_truth
+from mal.engine.predict import Labeler, label_dataset, torch_labeler
+from mal.engine.status import StatusFile
+from mal.fileio import atomic_write_json
+from mal.metrics import instance_ious
+from mal.spec.schema import ExperimentSpec
+
+
+def labeled_coco(coco: CocoBoxes, labels: list[BoxLabel]) -> dict[str, Any]:
+    """A copy of the input file with `segmentation` (RLE), mask `area` and `score` on every annotation."""
+    output = copy.deepcopy(coco.raw)
+    by_id = {label.ann_id: label for label in labels}
+    for ann in output["annotations"]:
+        label = by_id[int(ann["id"])]
+        ann["segmentation"] = label.segmentation
+        ann["area"] = label.area
+        ann["score"] = round(label.score, 6)
+    return output
+
+
+def _labeler(spec: ExperimentSpec) -> Labeler:
+    if spec.inference.backend == "onnxruntime":
+        from mal.engine.onnx_backend import OnnxMaskNet
+
+        onnx_path = Path(spec.export.onnx_file or Path(spec.results_dir) / "export" / "mal_model.onnx")
+        net = OnnxMaskNet(onnx_path, num_threads=spec.train.num_threads)
+        return Labeler(predict=net, crop_size=net.crop_size, device=net.device, checkpoint=onnx_path)
+    checkpoint = resolve_checkpoint(spec, spec.inference.checkpoint, "inference.checkpoint")
+    return torch_labeler(checkpoint, spec.inference)
+
+
+def run(spec: ExperimentSpec) -> int:
+    inference = spec.inference
+    ann_path = require(inference.ann_path or spec.dataset.val_ann_path or spec.dataset.train_ann_path,
+                       "inference.ann_path", "inference")
+    img_dir = require(inference.img_dir or spec.dataset.val_img_dir or spec.dataset.train_img_dir,
+                      "inference.img_dir", "inference")
+    out_path = Path(inference.label_dump_path or Path(spec.results_dir) / "inference" / "labels.json")
+    coco = load_coco(ann_path, img_dir, load_mask=inference.load_mask,
+                     cache_dir=Path(spec.dataset.cache_dir) if spec.dataset.cache_dir else None)
+    labeler = _labeler(spec)
+    status = StatusFile(Path(spec.results_dir) / "inference" / "status.json")
+    status.write("STARTED", message=f"labeling {len(coco)} boxes with {labeler.checkpoint}")
+    started = time.perf_counter()
+    labels = label_dataset(labeler, coco, spec, inference.batch_size, "labeling")
+    seconds = time.perf_counter() - started
+    output = labeled_coco(coco, labels)
+    atomic_write_json(out_path, output, indent=None)
+    kpi = {"boxes": float(len(labels)), "boxes_per_second": len(labels) / max(seconds, 1e-9)}
+    message = f"{len(labels)} boxes labeled in {seconds:.1f} s ({kpi['boxes_per_second']:.1f} boxes/s)"
+    print(f"mal inference: {message}; labels written to {out_path}")
+    extra: dict[str, Any] = {"label_dump_path": str(out_path)}
+    if inference.gallery:
+        extra["gallery"] = str(_write_gallery(coco, output, labels, out_path))
+        print(f"mal inference: review page {extra['gallery']}")
+    status.write("SUCCESS", kpi=kpi, message=message, **extra)
+    return 0
+
+
+def _write_gallery(coco: CocoBoxes, output: dict[str, Any], labels: list[BoxLabel], out_path: Path) -> Path:
+    from mal.gallery import write_gallery
+
+    ious = None
+    if coco.has_masks:
+        gt_rles, _ = ground_truth(coco, [label.ann_id for label in labels])
+        values = instance_ious([label.segmentation for label in labels], gt_rles)
+        ious = {label.ann_id: float(value) for label, value in zip(labels, values)}
+    image_paths = {image_id: image.path for image_id, image in coco.images.items()}
+    return write_gallery(output, image_paths, out_path.parent / "gallery", ious=ious)

@@ -1,0 +1,77 @@
+"""Masks for boxes: run the network on batches of crops and paste the results back into their images.
+
+Validation, `mal evaluate` and `mal inference` all label through `label_batch`, so they agree by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mal.data.coco import CocoBoxes
+from mal.masks import RLE, paste_masks, rle_area, segmentation_to_rle, thresholds_for
+
+MaskPredictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class BoxLabel:
+    """The mask predicted for one input box."""
+
+    ann_id: int
+    image_id: int
+    category_id: int
+    segmentation: RLE
+    area: int
+    score: float
+
+
+def label_batch(predict: MaskPredictor, batch: dict[str, torch.Tensor], mask_thres: Sequence[float],
+                device: torch.device | str = "cpu") -> list[BoxLabel]:
+    """Predict and paste the masks of one label-loader batch (boxes of one or more images)."""
+    with torch.inference_mode():
+        logits = predict(batch["image"].to(device, non_blocking=True))
+        probs = torch.sigmoid(logits.float()).squeeze(1).cpu()
+    boxes = batch["box"].numpy().astype(np.float64)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    thresholds = thresholds_for(areas, list(mask_thres) if len(mask_thres) > 1 else mask_thres[0])
+    image_ids = batch["image_id"].numpy()
+    labels: list[BoxLabel | None] = [None] * len(image_ids)
+    for image_id in np.unique(image_ids):
+        rows = np.flatnonzero(image_ids == image_id)
+        height, width = (int(v) for v in batch["image_size"][rows[0]].tolist())
+        pasted = paste_masks(probs[rows], batch["box_mask"][rows].squeeze(1), batch["crop_box"][rows],
+                             (height, width), thresholds[rows])
+        for row, result in zip(rows.tolist(), pasted):
+            labels[row] = BoxLabel(
+                ann_id=int(batch["ann_id"][row]), image_id=int(image_id),
+                category_id=int(batch["category_id"][row]), segmentation=result["segmentation"],
+                area=int(result["area"]), score=float(result["score"]),
+            )
+    return [label for label in labels if label is not None]
+
+
+def label_loader(predict: MaskPredictor, loader: Iterable[dict[str, torch.Tensor]], mask_thres: Sequence[float],
+                 device: torch.device | str = "cpu") -> Iterator[list[BoxLabel]]:
+    for batch in loader:
+        yield label_batch(predict, batch, mask_thres, device)
+
+
+def ground_truth(coco: CocoBoxes, ann_ids: Sequence[int]) -> tuple[list[RLE], np.ndarray]:
+    """Ground-truth RLEs and mask areas of the given annotations."""
+    rles = []
+    for ann_id in ann_ids:
+        row = coco.row_of_ann[int(ann_id)]
+        image = coco.images[int(coco.image_ids[row])]
+        rles.append(segmentation_to_rle(coco.annotations[row]["segmentation"], (image.height, image.width)))
+    areas = np.asarray(rle_area(rles), dtype=np.float64).reshape(-1) if rles else np.zeros(0)
+    return rles, areas
+
+
+def labels_to_annotations(labels: Iterable[BoxLabel]) -> dict[int, dict[str, Any]]:
+    return {label.ann_id: {"segmentation": label.segmentation, "area": label.area, "score": label.score}
+            for label in labels}

@@ -1,0 +1,132 @@
+"""`mal train`: check every input first, then fit the MAL module with the Trainer built from the spec."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from mal.data.coco import CocoBoxes
+from mal.engine.datamodule import MALDataModule, load_train_coco, load_val_coco
+from mal.engine.module import MALModule
+from mal.engine.status import StatusFile
+from mal.engine.trainer import build_trainer, resolve_devices
+from mal.errors import CheckpointError, DataError, SpecError
+from mal.model.backbone import ARCHS
+from mal.spec.schema import ExperimentSpec
+
+_EPOCH_FILE = re.compile(r"mal_model_epoch_(\d+)\.pth$")
+
+
+def check_model_spec(spec: ExperimentSpec) -> None:
+    patch = ARCHS[spec.model.arch].patch_size
+    if spec.dataset.crop_size % patch:
+        raise SpecError(
+            f"dataset.crop_size = {spec.dataset.crop_size} is not a multiple of {patch}, the patch size of "
+            f"model.arch = {spec.model.arch}; use e.g. {max(patch, spec.dataset.crop_size // patch * patch)}."
+        )
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest complete epoch checkpoint in a train folder (the link first, then the highest epoch)."""
+    link = out_dir / "mal_model_latest.pth"
+    if link.exists():
+        return link.resolve()
+    epochs = sorted((int(m.group(1)), p) for p in out_dir.glob("mal_model_epoch_*.pth")
+                    if (m := _EPOCH_FILE.search(p.name)))
+    return epochs[-1][1] if epochs else None
+
+
+def resolve_resume(spec: ExperimentSpec, out_dir: Path) -> Path | None:
+    wanted = spec.train.resume_training_checkpoint_path
+    if not wanted:
+        return None
+    if wanted == "auto":
+        return latest_checkpoint(out_dir)
+    path = Path(wanted)
+    if not path.is_file():
+        raise CheckpointError(
+            f"train.resume_training_checkpoint_path = {wanted} does not exist; give a .pth from mal train or 'auto'."
+        )
+    return path
+
+
+def _validation_set(spec: ExperimentSpec) -> CocoBoxes | None:
+    if not spec.dataset.load_mask:
+        return None
+    coco = load_val_coco(spec)
+    return coco if coco.has_masks else None
+
+
+def _trainable_boxes(spec: ExperimentSpec, coco: CocoBoxes) -> int:
+    count = int((coco.size_filter(spec.dataset.min_obj_size, spec.dataset.max_obj_size) & (coco.iscrowd == 0)).sum())
+    if count == 0:
+        raise DataError(
+            f"{spec.dataset.train_ann_path}: no box has an area in (dataset.min_obj_size = "
+            f"{spec.dataset.min_obj_size}, dataset.max_obj_size = {spec.dataset.max_obj_size}]; lower "
+            "dataset.min_obj_size."
+        )
+    return count
+
+
+def run(spec: ExperimentSpec) -> int:
+    check_model_spec(spec)
+    out_dir = Path(spec.results_dir) / "train"
+    train_coco = load_train_coco(spec)
+    trainable = _trainable_boxes(spec, train_coco)
+    val_coco = _validation_set(spec)
+    resume = resolve_resume(spec, out_dir)
+    if spec.train.num_threads:
+        torch.set_num_threads(spec.train.num_threads)
+    L.seed_everything(spec.train.seed, workers=True, verbose=False)
+
+    status = StatusFile(out_dir / "status.json", max_epoch=spec.train.num_epochs)
+    trainer, world_size = build_trainer(spec, out_dir, status, has_validation=val_coco is not None)
+    config = spec.model_dump(mode="json")
+    module = MALModule(config, world_size=world_size)
+    if spec.train.pretrained_model_path and resume is None:
+        _load_pretrained(module, spec.train.pretrained_model_path)
+    datamodule = MALDataModule(spec, train_coco, val_coco)
+    if trainer.is_global_zero:
+        print(f"mal train: {trainable} training boxes from {len(train_coco.images)} images, "
+              f"{'validation on ' + str(len(val_coco)) + ' boxes' if val_coco else 'no validation (no GT masks)'}, "
+              f"{spec.model.arch} @ {spec.dataset.crop_size}px, {world_size} process(es)"
+              + (f", resuming from {resume}" if resume else ""), flush=True)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+    if trainer.is_global_zero:
+        _finish(trainer, status, out_dir)
+    return 0
+
+
+def _load_pretrained(module: MALModule, path: str) -> None:
+    from mal.weights import load_pretrained_backbone
+
+    report = load_pretrained_backbone(module.mean_teacher.student.backbone, path)
+    # The teacher starts as an exact copy of the (now pretrained) student.
+    module.mean_teacher.teacher.load_state_dict(module.mean_teacher.student.state_dict())
+    print(f"mal train: pretrained weights from {path}: {report.summary()}", flush=True)
+
+
+def _finish(trainer: L.Trainer, status: StatusFile, out_dir: Path) -> None:
+    kpi = {key: float(value) for key, value in trainer.callback_metrics.items()
+           if key.startswith(("val/", "train/")) and not key.endswith("_step")}
+    extra: dict[str, Any] = {"latest_checkpoint": str(latest_checkpoint(out_dir) or "")}
+    best = out_dir / "mal_model_best.pth"
+    if best.exists():
+        extra["best_checkpoint"] = str(best)
+        extra["best_metric"] = _best_score(trainer)
+    status.write("SUCCESS", epoch=trainer.current_epoch, kpi=kpi, message="training finished", **extra)
+    print(f"mal train: done; checkpoints in {out_dir}", flush=True)
+
+
+def _best_score(trainer: L.Trainer) -> float | None:
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "monitor", None) and callback.best_model_score is not None:
+            return float(callback.best_model_score)
+    return None
+
+
+__all__ = ["latest_checkpoint", "resolve_devices", "run"]

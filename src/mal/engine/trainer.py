@@ -1,0 +1,188 @@
+"""Build the Lightning Trainer from the spec: devices, precision, DDP, checkpoints, logging, status events."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from mal.engine.checkpoint_io import AtomicCheckpointIO
+from mal.engine.status import StatusFile
+from mal.errors import SpecError
+from mal.spec.schema import ExperimentSpec
+
+CHECKPOINT_PATTERN = "mal_model_epoch_{epoch:03d}"
+MONITOR = "val/mIoU"
+
+
+class EpochCheckpoint(ModelCheckpoint):
+    """`mal_model_epoch_NNN.pth` every checkpoint_interval epochs and a `mal_model_latest.pth` link."""
+
+    CHECKPOINT_NAME_LAST = "mal_model_latest"
+    FILE_EXTENSION = ".pth"
+
+    def __init__(self, dirpath: Path, every_n_epochs: int) -> None:
+        super().__init__(dirpath=dirpath, filename=CHECKPOINT_PATTERN, auto_insert_metric_name=False,
+                         every_n_epochs=every_n_epochs, save_top_k=-1, save_last="link",
+                         save_on_train_epoch_end=True, enable_version_counter=False)
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """The best checkpoint by val/mIoU, kept as `mal_model_best.pth`."""
+
+    FILE_EXTENSION = ".pth"
+
+    def __init__(self, dirpath: Path) -> None:
+        super().__init__(dirpath=dirpath, filename="mal_model_best", monitor=MONITOR, mode="max", save_top_k=1,
+                         auto_insert_metric_name=False, enable_version_counter=False)
+
+
+class LastEpochAlwaysCounts(Callback):
+    """Validate and checkpoint after the final epoch even when the intervals do not divide num_epochs."""
+
+    def __init__(self, epoch_checkpoint: EpochCheckpoint) -> None:
+        self.epoch_checkpoint = epoch_checkpoint
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.max_epochs is not None and trainer.current_epoch == trainer.max_epochs - 1:
+            if trainer.check_val_every_n_epoch is not None:
+                trainer.check_val_every_n_epoch = 1
+            self.epoch_checkpoint._every_n_epochs = 1
+
+
+class StatusCallback(Callback):
+    """Writes the job contract's status.json events: STARTED, one RUNNING per epoch with kpi, SUCCESS/FAILURE."""
+
+    def __init__(self, status: StatusFile, best: BestCheckpoint | None) -> None:
+        self.status = status
+        self.best = best
+        self.validated = False
+
+    def _kpi(self, trainer: L.Trainer) -> dict[str, float]:
+        """This epoch's metrics; validation values only when validation ran in this epoch (never stale ones)."""
+        kpi = {}
+        for key, value in trainer.callback_metrics.items():
+            if key.endswith("_step") or not key.startswith(("val/", "train/")):
+                continue
+            if key.startswith("val/") and not self.validated:
+                continue
+            kpi[key.removesuffix("_epoch")] = float(value)
+        return kpi
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.validated = False
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.validated = not trainer.sanity_checking
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            resumed = trainer.current_epoch > 0
+            self.status.write("STARTED", epoch=trainer.current_epoch,
+                              message="resumed training" if resumed else "training started")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        extra: dict[str, Any] = {"global_step": trainer.global_step}
+        if self.best is not None and self.best.best_model_path:
+            extra["best_checkpoint"] = self.best.best_model_path
+            extra["best_metric"] = float(self.best.best_model_score) if self.best.best_model_score is not None \
+                else None
+        self.status.write("RUNNING", epoch=trainer.current_epoch + 1, kpi=self._kpi(trainer),
+                          message=f"epoch {trainer.current_epoch + 1} done", **extra)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.is_global_zero:
+            self.status.write("FAILURE", epoch=trainer.current_epoch, kpi=self._kpi(trainer),
+                              message=f"{type(exception).__name__}: {exception}".splitlines()[0])
+
+
+def resolve_devices(spec: ExperimentSpec) -> dict[str, Any]:
+    """accelerator/devices/num_nodes/precision/strategy for the Trainer, from train.* and the machine."""
+    train = spec.train
+    if torch.cuda.is_available():
+        accelerator = "gpu"
+        if len(train.gpu_ids) > 1:
+            devices: Any = list(train.gpu_ids)
+        elif train.num_gpus > 1:
+            devices = train.num_gpus
+        else:
+            devices = list(train.gpu_ids)
+            if devices[0] >= torch.cuda.device_count():
+                raise SpecError(f"train.gpu_ids = {train.gpu_ids}: this machine has {torch.cuda.device_count()} "
+                                "GPU(s); pick ids below that.")
+        precision = ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if train.use_amp else "32-true"
+    else:
+        # No GPU: num_gpus > 1 runs that many CPU processes with DDP over gloo (how the cluster path is tested).
+        accelerator, devices, precision = "cpu", train.num_gpus, "32-true"
+    per_node = len(devices) if isinstance(devices, list) else int(devices)
+    world_size = per_node * train.num_nodes
+    strategy: Any = "auto"
+    if world_size > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(process_group_backend="gloo" if accelerator == "cpu" else None)
+    return {"accelerator": accelerator, "devices": devices, "num_nodes": train.num_nodes, "precision": precision,
+            "strategy": strategy, "world_size": world_size}
+
+
+def build_trainer(spec: ExperimentSpec, out_dir: Path, status: StatusFile, *, has_validation: bool,
+                  extra_callbacks: list[Callback] | None = None) -> tuple[L.Trainer, int]:
+    placement = resolve_devices(spec)
+    world_size = placement.pop("world_size")
+    epoch_checkpoint = EpochCheckpoint(out_dir, spec.train.checkpoint_interval)
+    best = BestCheckpoint(out_dir) if has_validation else None
+    callbacks: list[Callback] = [epoch_checkpoint, LastEpochAlwaysCounts(epoch_checkpoint),
+                                 StatusCallback(status, best)]
+    if best is not None:
+        callbacks.insert(1, best)
+    interactive = sys.stderr.isatty() and not os.environ.get("MAL_NO_PROGRESS")
+    if interactive:
+        callbacks.append(RichProgressBar())
+    callbacks.extend(extra_callbacks or [])
+    loggers: list[Any] = [TensorBoardLogger(str(out_dir), name="tensorboard", version="")]
+    if spec.wandb.enable:
+        loggers.append(_wandb_logger(spec, out_dir))
+    trainer = L.Trainer(
+        **placement,
+        max_epochs=spec.train.num_epochs,
+        accumulate_grad_batches=spec.train.accum_grad_batches,
+        gradient_clip_val=spec.train.clip_grad_norm or None,
+        check_val_every_n_epoch=spec.train.validation_interval,
+        limit_val_batches=1.0 if has_validation else 0,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(out_dir),
+        enable_progress_bar=interactive,
+        enable_model_summary=interactive,
+        log_every_n_steps=5,
+        deterministic=False,
+        use_distributed_sampler=False,  # the box samplers shard themselves (rank, world size)
+    )
+    return trainer, world_size
+
+
+def _wandb_logger(spec: ExperimentSpec, out_dir: Path) -> Any:
+    try:
+        from lightning.pytorch.loggers import WandbLogger
+    except ImportError:  # pragma: no cover - lightning always ships it
+        raise SpecError("wandb.enable = true needs the wandb package: pip install wandb.") from None
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise SpecError("wandb.enable = true needs the wandb package: pip install wandb (or set "
+                        "wandb.enable=false).") from None
+    if spec.wandb.mode == "offline":
+        os.environ.setdefault("WANDB_MODE", "offline")
+    return WandbLogger(project=spec.wandb.project, entity=spec.wandb.entity, name=spec.wandb.name,
+                       tags=spec.wandb.tags, save_dir=str(out_dir), offline=spec.wandb.mode == "offline",
+                       mode=spec.wandb.mode)

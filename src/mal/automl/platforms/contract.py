@@ -1,0 +1,217 @@
+"""The job contract seen from outside the job: build a trial's spec, read its status.json and checkpoints.
+
+Any platform (local or remote) leaves the same files under a job's results_dir, so this module is shared:
+    results_dir/train/status.json           JSON Lines events with kpi per epoch
+    results_dir/train/mal_model_epoch_NNN.pth, mal_model_latest.pth, mal_model_best.pth
+    results_dir/evaluate/metrics.json       the evaluate action's metrics
+Plain JSON and YAML only: AutoML never imports the engine.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_EPOCH_CKPT = re.compile(r"^mal_model_epoch_(\d+)\.pth$")
+
+
+# -- specs -------------------------------------------------------------------------------------------------------
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """`update` laid over `base`; nested mappings merge, anything else replaces."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def nest_dotted(flat_or_nested: Mapping[str, Any]) -> dict[str, Any]:
+    """Spec overrides may use dotted keys (`train.lr: 1e-6`), nested sections, or both."""
+    nested: dict[str, Any] = {}
+    for key, value in flat_or_nested.items():
+        if isinstance(value, Mapping):
+            value = nest_dotted(value)
+        parts = str(key).split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]] = deep_merge(node[parts[-1]], value)
+        else:
+            node[parts[-1]] = value
+    return nested
+
+
+def get_dotted(spec: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
+    node: Any = spec
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def set_dotted(spec: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = spec
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+
+
+def dump_yaml(spec: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(spec), sort_keys=False, default_flow_style=None)
+
+
+def device_count(spec: Mapping[str, Any]) -> int:
+    """Data-parallel processes a training of this spec runs (gpu_ids wins over num_gpus when longer)."""
+    gpus = int(get_dotted(spec, "train.num_gpus", 1) or 1)
+    gpu_ids = get_dotted(spec, "train.gpu_ids") or []
+    nodes = int(get_dotted(spec, "train.num_nodes", 1) or 1)
+    return max(gpus, len(gpu_ids) if len(gpu_ids) > 1 else 1) * nodes
+
+
+def count_train_samples(spec: Mapping[str, Any]) -> int | None:
+    """Boxes the training will use, counted from a local `dataset.train_ann_path` with plain json.
+
+    Mirrors the data loader's filter: not crowd, box area in (min_obj_size, max_obj_size]. None when the file
+    is remote, missing or not COCO.
+    """
+    ann_path = get_dotted(spec, "dataset.train_ann_path")
+    if not ann_path or "://" in str(ann_path):
+        return None
+    path = Path(str(ann_path)).expanduser()
+    if not path.is_file():
+        return None
+    try:
+        coco = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    annotations = coco.get("annotations") if isinstance(coco, dict) else None
+    if not isinstance(annotations, list):
+        return None
+    low = float(get_dotted(spec, "dataset.min_obj_size", 0.0) or 0.0)
+    high = float(get_dotted(spec, "dataset.max_obj_size", math.inf) or math.inf)
+    count = 0
+    for ann in annotations:
+        bbox = ann.get("bbox") if isinstance(ann, dict) else None
+        if not bbox or len(bbox) < 4 or ann.get("iscrowd", 0):
+            continue
+        area = max(float(bbox[2]), 0.0) * max(float(bbox[3]), 0.0)
+        if low < area <= high:
+            count += 1
+    return count
+
+
+# -- status.json ---------------------------------------------------------------------------------------------------
+
+
+def status_path(results_dir: str | Path, action: str = "train") -> Path:
+    return Path(results_dir) / action / "status.json"
+
+
+def read_status_events(results_dir: str | Path, action: str = "train") -> list[dict[str, Any]]:
+    """Complete events of the job's status.json; a torn last line (writer killed mid-line) is skipped."""
+    try:
+        text = status_path(results_dir, action).read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    events = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and "status" in event:
+            events.append(event)
+    return events
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def epoch_metrics(events: list[dict[str, Any]], metric: str) -> dict[int, float]:
+    """epoch -> value of `metric` from every event whose kpi holds it (the last event of an epoch wins)."""
+    values: dict[int, float] = {}
+    for event in events:
+        kpi = event.get("kpi") or {}
+        value = _finite(kpi.get(metric)) if isinstance(kpi, dict) else None
+        if value is not None and isinstance(event.get("epoch"), int):
+            values[int(event["epoch"])] = value
+    return values
+
+
+def final_event(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    for event in reversed(events):
+        if event.get("status") in ("SUCCESS", "FAILURE"):
+            return event
+    return None
+
+
+def last_epoch(events: list[dict[str, Any]]) -> int:
+    return max((int(e["epoch"]) for e in events if isinstance(e.get("epoch"), int)), default=0)
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------------------
+
+
+def epoch_checkpoints(results_dir: str | Path) -> dict[int, Path]:
+    train_dir = Path(results_dir) / "train"
+    found = {}
+    if train_dir.is_dir():
+        for path in train_dir.iterdir():
+            match = _EPOCH_CKPT.match(path.name)
+            if match:
+                found[int(match.group(1))] = path
+    return found
+
+
+def latest_checkpoint(results_dir: str | Path) -> Path | None:
+    """The newest epoch checkpoint (what a promoted trial continues from)."""
+    found = epoch_checkpoints(results_dir)
+    if found:
+        return found[max(found)]
+    link = Path(results_dir) / "train" / "mal_model_latest.pth"
+    return link.resolve() if link.exists() else None
+
+
+def best_checkpoint(results_dir: str | Path, events: list[dict[str, Any]] | None = None) -> Path | None:
+    """`mal_model_best.pth`, else the `best_checkpoint` the job last reported, else None (never "latest")."""
+    best = Path(results_dir) / "train" / "mal_model_best.pth"
+    if best.exists():
+        return best
+    for event in reversed(events if events is not None else read_status_events(results_dir)):
+        reported = event.get("best_checkpoint")
+        if reported:
+            path = Path(reported)
+            if not path.is_absolute():
+                path = Path(results_dir) / "train" / path
+            if path.exists():
+                return path
+    return None
+
+
+def read_eval_metrics(results_dir: str | Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((Path(results_dir) / "evaluate" / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -157,12 +157,27 @@ def _sample_region(
     return sampled[0, 0]
 
 
+def _box_region(
+    box: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], image_hw: tuple[int, int], device: torch.device
+) -> torch.Tensor:
+    """1 on the pixels of rows x cols whose centres lie in `box` (the rule of `box_fill_rle`), else 0."""
+    box_rows = _pixel_span(box[1], box[3], image_hw[0])
+    box_cols = _pixel_span(box[0], box[2], image_hw[1])
+    region = torch.zeros(rows[1] - rows[0], cols[1] - cols[0], device=device)
+    r0, r1 = max(box_rows[0], rows[0]) - rows[0], min(box_rows[1], rows[1]) - rows[0]
+    c0, c1 = max(box_cols[0], cols[0]) - cols[0], min(box_cols[1], cols[1]) - cols[0]
+    if r1 > r0 and c1 > c0:
+        region[r0:r1, c0:c1] = 1.0
+    return region
+
+
 def paste_masks(
     crop_probs: torch.Tensor | np.ndarray,
     box_masks: torch.Tensor | np.ndarray,
     crop_boxes: torch.Tensor | np.ndarray | Sequence[Sequence[float]],
     image_hw: tuple[int, int],
     thresholds: float | Sequence[float] | np.ndarray,
+    boxes: torch.Tensor | np.ndarray | Sequence[Sequence[float]] | None = None,
 ) -> list[dict[str, Any]]:
     """Paste crop-relative mask probabilities into one image and encode them.
 
@@ -170,6 +185,9 @@ def paste_masks(
     box_masks: N x h' x w' (any size, e.g. the crop size) with 1 inside the box, 0 outside.
     crop_boxes: N x 4 expanded crop regions, xyxy in image pixels; they may extend past the image.
     thresholds: one value or one per instance (see `thresholds_for`); a pixel is foreground when prob > thr.
+    boxes: the original boxes (N x 4 xyxy, image pixels). When given, the box test is exact in image pixels (the
+        same pixel rule as `box_fill_rle`) instead of the resampled box mask, whose coarser grid can let a mask
+        spill one image row or column past its box.
     Returns one dict per input box, in order: {"segmentation": RLE (str counts), "area": int, "score": float},
     where score is the mean probability inside the binary mask (0.0 for an empty mask).
     """
@@ -189,6 +207,13 @@ def paste_masks(
     if thres.size not in (1, count):
         raise ValueError(f"paste_masks needs one threshold or one per crop, got {thres.size} for {count} crops.")
     thres = np.broadcast_to(thres, (count,))
+    exact_boxes = None
+    if boxes is not None:
+        exact_boxes = np.asarray(
+            boxes.detach().cpu() if isinstance(boxes, torch.Tensor) else boxes, dtype=np.float64
+        ).reshape(-1, 4)
+        if exact_boxes.shape[0] != count:
+            raise ValueError(f"paste_masks got {exact_boxes.shape[0]} boxes for {count} crops.")
 
     results: list[dict[str, Any]] = []
     block = max(1, min(count, _ENCODE_BLOCK_BYTES // max(height * width, 1)))
@@ -203,7 +228,10 @@ def paste_masks(
             if rows[1] <= rows[0] or cols[1] <= cols[0]:
                 continue  # the expanded box lies outside the image: an empty mask, still reported
             prob = _sample_region(probs[index], (x0, y0, x1, y1), rows, cols, mode="bilinear")
-            inside = _sample_region(boxes_in[index], (x0, y0, x1, y1), rows, cols, mode="nearest")
+            if exact_boxes is None:
+                inside = _sample_region(boxes_in[index], (x0, y0, x1, y1), rows, cols, mode="nearest")
+            else:
+                inside = _box_region(exact_boxes[index], rows, cols, (height, width), prob.device)
             prob = prob * inside
             binary = prob > float(thres[index])
             if bool(binary.any()):

@@ -196,3 +196,18 @@ def test_box_fill_follows_the_pixel_centre_rule():
     assert filled[:, :, 0].sum() == 30
     assert filled[:, :, 1].sum() == 4  # clipped to the image
     assert filled[:, :, 2].sum() == 1  # a sub-pixel box keeps one pixel
+
+
+def test_exact_boxes_keep_masks_inside_the_box_pixels():
+    # A box whose edges fall between the crop's coarse grid cells: the resampled box mask alone can spill over.
+    box = np.array([[29.0, 52.0, 99.0, 123.0]])
+    crop_box = np.array([[8.0, 30.0, 120.0, 145.0]])
+    probs = torch.ones(1, 16, 16)
+    size = 64
+    masks = torch.zeros(1, size, size)
+    scale_x, scale_y = size / (crop_box[0, 2] - crop_box[0, 0]), size / (crop_box[0, 3] - crop_box[0, 1])
+    masks[0, int((box[0, 1] - crop_box[0, 1]) * scale_y) : int(np.ceil((box[0, 3] - crop_box[0, 1]) * scale_y)),
+          int((box[0, 0] - crop_box[0, 0]) * scale_x) : int(np.ceil((box[0, 2] - crop_box[0, 0]) * scale_x))] = 1
+    exact = paste_masks(probs, masks, crop_box, (160, 160), 0.5, boxes=box)[0]
+    filled = box_fill_rle(box, (160, 160))[0]
+    assert decode_rle(exact["segmentation"]).tolist() == decode_rle(filled).tolist()

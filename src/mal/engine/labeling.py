@@ -45,7 +45,7 @@ def label_batch(predict: MaskPredictor, batch: dict[str, torch.Tensor], mask_thr
         rows = np.flatnonzero(image_ids == image_id)
         height, width = (int(v) for v in batch["image_size"][rows[0]].tolist())
         pasted = paste_masks(probs[rows], batch["box_mask"][rows].squeeze(1), batch["crop_box"][rows],
-                             (height, width), thresholds[rows])
+                             (height, width), thresholds[rows], boxes=batch["box"][rows])
         for row, result in zip(rows.tolist(), pasted):
             labels[row] = BoxLabel(
                 ann_id=int(batch["ann_id"][row]), image_id=int(image_id),

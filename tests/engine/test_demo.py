@@ -1,0 +1,37 @@
+"""`mal demo` wires the whole job together: data, training, evaluation, labels and the review page."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_mal
+
+from mal.presets import preset_path
+from mal.spec import load_spec
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_preset_is_a_valid_spec():
+    spec = load_spec(preset_path("demo"))
+    assert spec.model.arch == "vit-tiny/16" and spec.dataset.crop_size % 16 == 0
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    results = tmp_path / "demo"
+    result = run_mal("demo", "--results-dir", str(results), "--epochs", "1", "train.validation_interval=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "box filled as the mask" in result.stdout
+    metrics = json.loads((results / "evaluate" / "metrics.json").read_text())
+    assert 0.0 <= metrics["mIoU"] <= 1.0 and metrics["box_fill_mIoU"] > 0.5
+    labels = json.loads((results / "labels.json").read_text())
+    assert all("counts" in ann["segmentation"] for ann in labels["annotations"])
+    assert (results / "gallery" / "index.html").is_file()
+    assert str(results / "gallery" / "index.html") in result.stdout
+
+
+def test_demo_needs_both_ann_and_images(tmp_path):
+    result = run_mal("demo", "--results-dir", str(tmp_path), "--ann", "x.json")
+    assert result.returncode == 2
+    assert "--images" in result.stderr

@@ -179,7 +179,7 @@ def test_missing_checkpoint_exits_2_and_writes_nothing(tmp_path: Path, capsys: p
     spec_file.write_text(yaml.safe_dump({"results_dir": str(tmp_path / "results"), "model": {"arch": "vit-tiny/16"}}))
     assert mal_main(["export", "-e", str(spec_file)]) == 2
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "no checkpoint to export" in last_line and "export.checkpoint" in last_line
+    assert "no checkpoint found" in last_line and "export.checkpoint" in last_line
     export_dir = tmp_path / "results" / "export"
     assert sorted(p.name for p in export_dir.iterdir()) == ["status.json"]
     assert [e["status"] for e in read_status(export_dir / "status.json")] == ["STARTED", "FAILURE"]

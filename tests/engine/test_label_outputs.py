@@ -112,3 +112,21 @@ def test_inference_without_checkpoint_is_a_user_error(tiny_spec, tmp_path):
     result = run_mal("inference", "-e", str(tiny_spec), f"results_dir={tmp_path}")
     assert result.returncode == 2
     assert "no checkpoint found" in result.stderr.strip().splitlines()[-1]
+
+
+def test_onnxruntime_backend_labels_like_pytorch(trained, tiny_spec, tmp_path):
+    onnx_file = tmp_path / "model.onnx"
+    result = run_mal("export", "-e", str(tiny_spec), f"results_dir={trained}", f"export.onnx_file={onnx_file}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / f"{backend}.json"
+        result = run_mal("inference", "-e", str(tiny_spec), f"results_dir={trained}",
+                         f"inference.backend={backend}", f"export.onnx_file={onnx_file}",
+                         f"inference.label_dump_path={out}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[backend] = json.loads(out.read_text())["annotations"]
+    torch_rles = [a["segmentation"] for a in outputs["torch"]]
+    onnx_rles = [a["segmentation"] for a in outputs["onnxruntime"]]
+    agreement = instance_ious(onnx_rles, torch_rles)
+    assert agreement.min() > 0.97, agreement.min()

@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from mal import __version__
+from mal.engine.common import resolve_checkpoint
 from mal.engine.status import StatusFile
-from mal.errors import CheckpointError, SpecError
+from mal.errors import SpecError
 from mal.spec.schema import ExperimentSpec
 
 INPUT_NAME = "crops"
@@ -46,17 +47,7 @@ def onnx_file_for(spec: ExperimentSpec) -> Path:
 
 def checkpoint_for_export(spec: ExperimentSpec) -> Path:
     """export.checkpoint, else the best checkpoint of results_dir/train, else the latest one."""
-    if spec.export.checkpoint:
-        return Path(spec.export.checkpoint)
-    train_dir = Path(spec.results_dir) / "train"
-    candidates = [train_dir / "mal_model_best.pth", train_dir / "mal_model_latest.pth"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise CheckpointError(
-        f"no checkpoint to export: neither {candidates[0]} nor {candidates[1]} exists; run mal train first "
-        "or set export.checkpoint to a .pth written by mal train."
-    )
+    return resolve_checkpoint(spec, spec.export.checkpoint, "export.checkpoint")
 
 
 # ----------------------------------------------------------------------------------------------- export

@@ -32,9 +32,10 @@ def labeled_coco(coco: CocoBoxes, labels: list[BoxLabel]) -> dict[str, Any]:
 
 def _labeler(spec: ExperimentSpec) -> Labeler:
     if spec.inference.backend == "onnxruntime":
+        from mal.engine.export import onnx_file_for
         from mal.engine.onnx_backend import OnnxMaskNet
 
-        onnx_path = Path(spec.export.onnx_file or Path(spec.results_dir) / "export" / "mal_model.onnx")
+        onnx_path = onnx_file_for(spec)
         net = OnnxMaskNet(onnx_path, num_threads=spec.train.num_threads)
         return Labeler(predict=net, crop_size=net.crop_size, device=net.device, checkpoint=onnx_path)
     checkpoint = resolve_checkpoint(spec, spec.inference.checkpoint, "inference.checkpoint")

@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     gallery = actions.add_parser("gallery", help="write the review page for a label file")
     gallery.add_argument("labels", type=Path, help="COCO JSON with masks (the output of mal inference)")
     gallery.add_argument("images", help="folder of the images")
-    gallery.add_argument("--out", type=Path, default=None, help="output folder (default: beside the labels)")
+    gallery.add_argument("--out", type=Path, default=None, help="output folder (default: gallery/ beside the labels)")
+    gallery.add_argument("--gt", type=Path, default=None, help="COCO JSON with ground-truth masks, to show IoUs")
     _add_debug(gallery)
 
     demo = actions.add_parser("demo", help="the whole job on an embedded default: train, label, evaluate",
@@ -144,7 +145,10 @@ def _run_dataset(args: argparse.Namespace) -> int:
 
 
 def _run_gallery(args: argparse.Namespace) -> int:
-    return int(_resolve("mal.gallery:gallery_main")(args.labels, args.images, args.out) or 0)
+    out = args.out if args.out is not None else args.labels.parent / "gallery"
+    page = _resolve("mal.gallery:gallery_main")(args.labels, args.images, out, gt_path=args.gt)
+    print(page)
+    return 0
 
 
 def _run_demo(args: argparse.Namespace) -> int:

@@ -130,3 +130,14 @@ def test_onnxruntime_backend_labels_like_pytorch(trained, tiny_spec, tmp_path):
     onnx_rles = [a["segmentation"] for a in outputs["onnxruntime"]]
     agreement = instance_ious(onnx_rles, torch_rles)
     assert agreement.min() > 0.97, agreement.min()
+
+
+def test_gallery_command_on_a_label_file(trained, tiny_spec, synthetic, tmp_path):
+    labels = tmp_path / "labels.json"
+    assert run_mal("inference", "-e", str(tiny_spec), f"results_dir={trained}",
+                   f"inference.label_dump_path={labels}").returncode == 0
+    result = run_mal("gallery", str(labels), str(synthetic / "images"), "--gt", str(synthetic / "annotations.json"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    page = tmp_path / "gallery" / "index.html"
+    assert result.stdout.strip().splitlines()[-1] == str(page)
+    assert "IoU" in page.read_text()

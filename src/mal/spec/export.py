@@ -196,8 +196,8 @@ def spec_template(action: str) -> str:
                 lines.append(f"{indent}{name}:")
                 emit(annotation, indent + "  ")
             else:
-                if info.description:
-                    lines.append(f"{indent}# {info.description}")
+                for text in (info.description or "").splitlines():
+                    lines.append(f"{indent}# {text.strip()}")
                 lines.append(f"{indent}{name}: {_yaml_scalar(_default(info))}")
 
     emit(ExperimentSpec, "")
@@ -293,6 +293,6 @@ def spec_reference_markdown() -> str:
         for key, leaf in items:
             kind = leaf["type"] if isinstance(leaf["type"], str) else "/".join(leaf["type"])
             default = json.dumps(leaf["default"])
-            description = leaf.get("description", "").replace("|", "\\|")
+            description = " ".join(leaf.get("description", "").split()).replace("|", "\\|")
             lines.append(f"| `{key}` | {kind} | `{default}` | {_range_text(leaf)} | {description} |")
     return "\n".join(lines) + "\n"

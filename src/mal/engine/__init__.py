@@ -14,6 +14,7 @@ for _pattern in (
     r".*Checkpoint directory .* exists and is not empty.*",
     r".*does not have many workers.*",
     r".*was configured so 100% of the batches will be used.*",
+    r".*Grad strides do not match bucket view strides.*",
 ):
     warnings.filterwarnings("ignore", message=_pattern)
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)

@@ -122,15 +122,42 @@ def resolve_devices(spec: ExperimentSpec) -> dict[str, Any]:
     else:
         # No GPU: num_gpus > 1 runs that many CPU processes with DDP over gloo (how the cluster path is tested).
         accelerator, devices, precision = "cpu", train.num_gpus, "32-true"
+    num_nodes = train.num_nodes
+    launched = launcher_layout()
+    if launched is not None:
+        # torchrun / srun / a scheduler started the processes: follow its layout, whatever the spec says.
+        per_node, num_nodes = launched
+        devices = per_node if accelerator == "cpu" or not isinstance(devices, list) else devices[:per_node]
+        if isinstance(devices, list) and len(devices) < per_node:
+            devices = per_node
     per_node = len(devices) if isinstance(devices, list) else int(devices)
-    world_size = per_node * train.num_nodes
+    world_size = per_node * num_nodes
     strategy: Any = "auto"
     if world_size > 1:
         from lightning.pytorch.strategies import DDPStrategy
 
         strategy = DDPStrategy(process_group_backend="gloo" if accelerator == "cpu" else None)
-    return {"accelerator": accelerator, "devices": devices, "num_nodes": train.num_nodes, "precision": precision,
+    return {"accelerator": accelerator, "devices": devices, "num_nodes": num_nodes, "precision": precision,
             "strategy": strategy, "world_size": world_size}
+
+
+def launcher_layout(env: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """(processes per node, nodes) when an external launcher started this process, else None.
+
+    torchrun sets WORLD_SIZE and LOCAL_WORLD_SIZE; Slurm's srun sets SLURM_NTASKS and SLURM_NTASKS_PER_NODE (or
+    SLURM_TASKS_PER_NODE); a hand-made launch sets WORLD_SIZE with NODE_RANK and LOCAL_RANK.
+    """
+    env = dict(os.environ) if env is None else env
+    world = env.get("WORLD_SIZE")
+    if world and env.get("LOCAL_WORLD_SIZE"):
+        per_node = int(env["LOCAL_WORLD_SIZE"])
+        return per_node, max(int(world) // per_node, 1)
+    # One Slurm task (a plain sbatch script) leaves the process layout to the spec: Lightning starts the devices.
+    if int(env.get("SLURM_NTASKS", "1") or 1) > 1 and env.get("SLURM_JOB_ID") and env.get("SLURM_STEP_ID"):
+        per_node_text = env.get("SLURM_NTASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE", "1")
+        per_node = int(per_node_text.split("(")[0].split(",")[0])
+        return per_node, max(int(env["SLURM_NTASKS"]) // per_node, 1)
+    return None
 
 
 def build_trainer(spec: ExperimentSpec, out_dir: Path, status: StatusFile, *, has_validation: bool,

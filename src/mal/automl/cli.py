@@ -5,9 +5,18 @@
     mal automl resume RUN_DIR [--yes]         continue a stopped or crashed study from its folder alone
     mal automl report RUN_DIR                 (re)write report/report.md and report.html
 
+Distributed studies (one study in a shared store, any number of workers on any machines; docs/SCALING.md):
+    mal automl run -e automl.yaml --storage URL --study NAME [--create-only]   create it (and work on it)
+    mal automl worker --storage URL --study NAME [--platform local|slurm]     run its trials here
+    mal automl status --storage URL --study NAME [--json]                     progress, from the store
+    mal automl report --storage URL --study NAME [--out DIR]                  report page, from the store
+
 automl.yaml keys: skill_dir (default: generated with `mal schema` into the workspace), workspace_dir,
 algorithm, automl_settings, spec_overrides, hyperparameters (or automl_hyperparameters), custom_param_ranges,
-poll_interval, command (the trial command template, default `python -m mal {action} -e {spec}`), kill_grace.
+poll_interval, command (the trial command template, default `python -m mal {action} -e {spec}`), kill_grace,
+platform (local | slurm), slurm (partition, account, time_limit, cpus_per_task, mem, use_gpus, extra_sbatch_args),
+heartbeat_interval and grace_period (distributed studies: seconds between a worker's heartbeats, and silence
+after which its trial is failed and retried once).
 """
 
 from __future__ import annotations
@@ -38,6 +47,10 @@ STUDY_KEYS = (
     "poll_interval",
     "command",
     "kill_grace",
+    "platform",
+    "slurm",
+    "heartbeat_interval",
+    "grace_period",
 )
 
 
@@ -58,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="study file (see `mal automl --help`)",
     )
     run.add_argument("--workspace", type=Path, default=None, help="override workspace_dir")
+    run.add_argument("--storage", default=None, help="shared store URL: run the study distributed (docs/SCALING.md)")
+    run.add_argument("--study", default=None, help="name of the distributed study (default: the file's stem)")
+    run.add_argument("--create-only", action="store_true", help="create the distributed study, run no trials here")
     resume = commands.add_parser("resume", help="continue a study from its run folder")
     resume.add_argument("run_dir", type=Path)
     for sub in (run, resume):
@@ -65,10 +81,25 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--poll-interval", type=float, default=None, help="seconds between looks at trials")
         sub.add_argument("--no-live", action="store_true", help="print one line per trial instead of a live table")
     status = commands.add_parser("status", help="progress and trials of a study")
-    status.add_argument("run_dir", type=Path)
+    status.add_argument("run_dir", type=Path, nargs="?")
     status.add_argument("--json", action="store_true", help="print the result dict as JSON")
     report = commands.add_parser("report", help="write the study's report")
-    report.add_argument("run_dir", type=Path)
+    report.add_argument("run_dir", type=Path, nargs="?")
+    report.add_argument("--out", type=Path, default=None, help="report folder of a distributed study")
+    for sub in (status, report):
+        sub.add_argument("--storage", default=None, help="shared store URL of a distributed study")
+        sub.add_argument("--study", default=None, help="name of the distributed study")
+    worker = commands.add_parser("worker", help="run trials of a distributed study on this machine or on Slurm")
+    worker.add_argument("--storage", required=True, help="shared store URL (postgresql://..., a journal file)")
+    worker.add_argument("--study", required=True, help="name of the distributed study")
+    worker.add_argument("--platform", choices=("local", "slurm"), default="local", help="where trials run")
+    worker.add_argument("--workspace", type=Path, default=Path("automl_runs"), help="parent of trial folders")
+    worker.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: the study's)")
+    worker.add_argument("--poll-interval", type=float, default=2.0, help="seconds between looks at trials")
+    worker.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the study to be created")
+    worker.add_argument("--partition", default=None, help="Slurm partition (overrides the study's)")
+    worker.add_argument("--account", default=None, help="Slurm account (overrides the study's)")
+    worker.add_argument("--time", dest="time_limit", default=None, help="Slurm time limit, e.g. 04:00:00")
     return parser
 
 
@@ -106,6 +137,13 @@ def _platform(study: Mapping[str, Any], settings: Mapping[str, Any] | None) -> A
     from mal.automl.settings import parse_settings
 
     parsed = parse_settings(settings or {})
+    if study.get("platform", "local") == "slurm":
+        from mal.automl.platforms.slurm import SlurmPlatform
+
+        base = {"max_concurrent": parsed.automl_max_concurrent, "command": study.get("command") or DEFAULT_COMMAND}
+        return SlurmPlatform.from_settings({**base, **(study.get("slurm") or {})})
+    if study.get("platform", "local") != "local":
+        raise SpecError(f"platform {study['platform']!r} is unknown; use local or slurm.")
     return LocalPlatform(
         max_concurrent=parsed.automl_max_concurrent,
         command=study.get("command") or DEFAULT_COMMAND,
@@ -122,6 +160,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if skill_dir is None:
         skill_dir = generate_skill_dir(workspace_dir / "skill")
     settings = dict(study.get("automl_settings") or {})
+    if args.storage or args.study:
+        return _run_distributed(args, study, Path(skill_dir), settings, workspace_dir, console)
     runner = AutoMLRunner(
         skill_dir=skill_dir,
         platform=_platform(study, settings),
@@ -140,6 +180,94 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     )
     _print_summary(result, console)
     return 0
+
+
+def _run_distributed(
+    args: argparse.Namespace,
+    study: Mapping[str, Any],
+    skill_dir: Path,
+    settings: dict[str, Any],
+    workspace_dir: Path,
+    console: Console,
+) -> int:
+    from mal.automl.storage import create_distributed_study, redact
+    from mal.automl.worker import StudyWorker
+
+    name = args.study or args.spec.stem
+    storage = args.storage or str(workspace_dir / f"{name}.journal")
+    if study.get("algorithm") is not None:
+        settings.setdefault("algorithm", study["algorithm"])
+    workspace_dir.mkdir(parents=True, exist_ok=True)
+    create_distributed_study(
+        storage,
+        name,
+        skill_dir,
+        automl_settings=settings,
+        spec_overrides=study.get("spec_overrides"),
+        automl_hyperparameters=study.get("hyperparameters") or study.get("automl_hyperparameters"),
+        custom_param_ranges=study.get("custom_param_ranges"),
+        command=study.get("command"),
+        slurm=study.get("slurm"),
+        heartbeat_interval=float(study.get("heartbeat_interval", 10.0)),
+        grace_period=float(study.get("grace_period", 60.0)),
+    )
+    console.print(
+        f"study {name!r} is ready in {redact(storage)}; add workers with "
+        f"`mal automl worker --storage {redact(storage)} --study {name}`"
+    )
+    if args.create_only:
+        return 0
+    StudyWorker(
+        storage,
+        name,
+        platform_name=study.get("platform", "local"),
+        workspace_dir=workspace_dir,
+        poll_interval=args.poll_interval or float(study.get("poll_interval", 2.0)),
+        console=console,
+    ).run()
+    return _status_distributed(storage, name, False, console)
+
+
+def _worker(args: argparse.Namespace, console: Console) -> int:
+    from mal.automl.worker import StudyWorker
+
+    StudyWorker(
+        args.storage,
+        args.study,
+        platform_name=args.platform,
+        workspace_dir=args.workspace,
+        poll_interval=args.poll_interval,
+        max_concurrent=args.max_concurrent,
+        console=console,
+        wait_for_study=args.wait,
+        partition=args.partition,
+        account=args.account,
+        time_limit=args.time_limit,
+    ).run()
+    return 0
+
+
+def _status_distributed(storage: str, study: str, as_json: bool, console: Console) -> int:
+    from mal.automl.distributed_report import distributed_result, summary_line
+    from mal.automl.report import trials_table
+
+    result = distributed_result(storage, study)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    console.print(trials_table(result["history"], title=f"{study} ({result['storage']})"))
+    console.print(summary_line(result))
+    return 0
+
+
+def _distributed_target(args: argparse.Namespace) -> tuple[str, str] | None:
+    if args.storage is None and args.study is None:
+        if args.run_dir is None:
+            raise UserError(f"mal automl {args.command} needs a RUN_DIR, or --storage and --study.")
+        return None
+    if args.storage is None or args.study is None:
+        raise UserError(f"mal automl {args.command} of a distributed study needs both --storage and --study.")
+    return args.storage, args.study
 
 
 def _resume(args: argparse.Namespace, console: Console) -> int:
@@ -177,6 +305,9 @@ def _print_summary(result: Mapping[str, Any], console: Console) -> None:
 def _status(args: argparse.Namespace, console: Console) -> int:
     from mal.automl.report import study_result, trials_table
 
+    target = _distributed_target(args)
+    if target is not None:
+        return _status_distributed(*target, args.json, console)
     result = study_result(args.run_dir)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
@@ -196,6 +327,13 @@ def _status(args: argparse.Namespace, console: Console) -> int:
 def _report(args: argparse.Namespace, console: Console) -> int:
     from mal.automl.report import write_report
 
+    target = _distributed_target(args)
+    if target is not None:
+        from mal.automl.distributed_report import write_distributed_report
+
+        out = args.out or Path("automl_runs") / target[1] / "report"
+        console.print(str(write_distributed_report(*target, out)))
+        return 0
     console.print(str(write_report(args.run_dir)))
     return 0
 
@@ -203,13 +341,16 @@ def _report(args: argparse.Namespace, console: Console) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     console = Console()
-    handler = {"run": _run, "resume": _resume, "status": _status, "report": _report}[args.command]
+    handler = {"run": _run, "resume": _resume, "status": _status, "report": _report, "worker": _worker}[args.command]
     try:
         return handler(args, console)
     except UserError as exc:
         print(f"mal automl {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        if args.command == "worker" or getattr(args, "storage", None):
+            print(f"mal automl {args.command}: stopped; its running trials went back to the study.", file=sys.stderr)
+            return 130
         print(f"mal automl {args.command}: interrupted; continue with `mal automl resume`.", file=sys.stderr)
         return 130
 

@@ -145,7 +145,8 @@ def launcher_layout(env: dict[str, str] | None = None) -> tuple[int, int] | None
     """(processes per node, nodes) when an external launcher started this process, else None.
 
     torchrun sets WORLD_SIZE and LOCAL_WORLD_SIZE; Slurm's srun sets SLURM_NTASKS and SLURM_NTASKS_PER_NODE (or
-    SLURM_TASKS_PER_NODE); a hand-made launch sets WORLD_SIZE with NODE_RANK and LOCAL_RANK.
+    SLURM_TASKS_PER_NODE). A hand-made launch must set LOCAL_WORLD_SIZE next to WORLD_SIZE, NODE_RANK,
+    LOCAL_RANK, MASTER_ADDR and MASTER_PORT; without it the spec's num_gpus and num_nodes decide.
     """
     env = dict(os.environ) if env is None else env
     world = env.get("WORLD_SIZE")

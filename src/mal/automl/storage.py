@@ -1,0 +1,312 @@
+"""A study kept in a shared Optuna storage, so that workers on many machines can run it together.
+
+    create_distributed_study("postgresql://user@db/mal", "lr-sweep", skill_dir="skill/",
+                             automl_settings={"algorithm": "asha", "automl_max_trials": 40}, spec_overrides={...})
+    # then on any number of machines:   mal automl worker --study lr-sweep --storage postgresql://user@db/mal
+
+Storage URLs (`open_storage`):
+    postgresql://user:pw@host:5432/db   many machines; SQLAlchemy + psycopg (3) or psycopg2
+    mysql+pymysql://...                 any other SQLAlchemy database works the same way
+    redis://host:6379/0                 Optuna's journal on Redis (needs the `redis` package)
+    /shared/path/study.journal          the embedded default: an append-only journal file (also `journal:///...`);
+                                        safe for parallel workers on one machine or a shared file system
+Plain SQLite is refused: its single writer lock turns parallel workers into "database is locked" errors.
+
+The study holds everything a worker needs (`mal:config`: settings, base spec, search space source, trial
+command), so a worker needs only the URL and the study name. Every recommendation the search will make is
+queued in the store up front as a WAITING trial; a worker takes one by flipping it to RUNNING, which the storage
+does atomically (a row lock in SQL, the journal's order in a file), so no recommendation runs twice and none is
+lost. Search decisions (TPE's proposals, successive halving's promotions) are made from what the store holds
+when a worker takes a trial or reports an epoch, so workers may join and leave at any time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.pruners import BasePruner, HyperbandPruner, NopPruner, SuccessiveHalvingPruner
+from optuna.samplers import BaseSampler, RandomSampler, TPESampler
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.trial import TrialState
+
+from mal import __version__
+from mal.automl.algorithms import make_algorithm
+from mal.automl.algorithms.hyperband import hyperband_brackets
+from mal.automl.platforms.contract import deep_merge, load_yaml, nest_dotted
+from mal.automl.settings import AutoMLSettings, parse_settings
+from mal.automl.space import SearchSpace
+from mal.errors import SpecError, UserError
+
+CONFIG_ATTR = "mal:config"
+READY_ATTR = "mal:ready"
+HEARTBEAT_ATTR = "mal:heartbeat"
+UNIT_PREFIX = "u:"
+# Algorithms a shared store can run: their state is the trials themselves (samplers/pruners read it from the store).
+DISTRIBUTED_ALGORITHMS = ("random", "tpe", "bayesian", "asha", "hyperband", "bohb")
+_MODEL_BASED = ("tpe", "bayesian", "bohb")
+_READY_TIMEOUT = 60.0
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# -- storages ----------------------------------------------------------------------------------------------------
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***, for logs and reports."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(url))
+
+
+def _sqlalchemy_url(url: str) -> str:
+    """`postgresql://` with whichever PostgreSQL driver is installed (SQLAlchemy's default is psycopg2)."""
+    scheme, rest = url.split("://", 1)
+    if scheme in ("postgres", "postgresql"):
+        if importlib.util.find_spec("psycopg2") is not None:
+            return f"postgresql+psycopg2://{rest}"
+        if importlib.util.find_spec("psycopg") is not None:
+            return f"postgresql+psycopg://{rest}"
+        raise UserError(
+            f"Storage {redact(url)} needs a PostgreSQL driver; install one with `pip install 'psycopg[binary]'`."
+        )
+    return url
+
+
+def open_storage(url: str | Path) -> BaseStorage:
+    """The Optuna storage a URL (or a journal file path) names; UserError when it cannot be used."""
+    text = str(url)
+    if "://" not in text or text.startswith(("journal://", "file://")):
+        path = Path(re.sub(r"^(journal|file)://", "", text)).expanduser()
+        if not path.parent.is_dir():
+            raise UserError(f"Storage {text}: folder {path.parent} does not exist; create it or pick another path.")
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(str(path)))
+    scheme = text.split("://", 1)[0].split("+", 1)[0]
+    if scheme == "sqlite":
+        raise UserError(
+            f"Storage {text}: SQLite allows one writer at a time and fails with 'database is locked' under "
+            f"parallel workers; use a journal file (a plain path) or postgresql://."
+        )
+    if scheme == "redis":
+        if importlib.util.find_spec("redis") is None:
+            raise UserError(f"Storage {redact(text)} needs the redis package; `pip install redis`.")
+        from optuna.storages.journal import JournalRedisBackend
+
+        return JournalStorage(JournalRedisBackend(text))
+    try:
+        return RDBStorage(_sqlalchemy_url(text), engine_kwargs={"pool_pre_ping": True})
+    except UserError:
+        raise
+    except Exception as exc:  # SQLAlchemy/driver errors: unreachable host, bad credentials, unknown dialect
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"Could not open storage {redact(text)} ({first}); check the URL and that it is up.") from None
+
+
+# -- what a study runs -------------------------------------------------------------------------------------------
+
+
+def planned_trials(settings: AutoMLSettings) -> int:
+    """Recommendations the distributed search makes (retries of dead workers' trials come on top)."""
+    if settings.algorithm in ("asha", "hyperband", "bohb"):
+        return settings.automl_max_trials or settings.automl_max_recommendations
+    return settings.automl_max_recommendations
+
+
+def full_budget(settings: AutoMLSettings) -> int:
+    return settings.automl_max_epochs * settings.epoch_multiplier
+
+
+def min_budget(settings: AutoMLSettings) -> int:
+    """The first rung of successive halving: the smallest budget of Hyperband's most aggressive bracket."""
+    first = hyperband_brackets(settings.automl_max_epochs, settings.automl_reduction_factor)[0].resources[0]
+    return max(1, round(first * settings.epoch_multiplier))
+
+
+def make_pruner(settings: AutoMLSettings) -> BasePruner:
+    """ASHA -> successive halving; Hyperband/BOHB -> Hyperband brackets; full-fidelity searches never stop."""
+    eta = settings.automl_reduction_factor
+    if settings.algorithm == "asha":
+        return SuccessiveHalvingPruner(min_resource=min_budget(settings), reduction_factor=eta)
+    if settings.algorithm in ("hyperband", "bohb"):
+        return HyperbandPruner(
+            min_resource=min_budget(settings), max_resource=full_budget(settings), reduction_factor=eta
+        )
+    return NopPruner()
+
+
+def make_sampler(settings: AutoMLSettings, trial_number: int, planned: int) -> BaseSampler:
+    """A sampler seeded per trial: two workers proposing at the same moment never draw the same stream, and the
+    same history gives the same proposal. TPE's constant liar counts running trials as bad, which keeps parallel
+    workers from proposing near-duplicates."""
+    seed = int(np.random.SeedSequence([settings.seed, trial_number]).generate_state(1)[0])
+    if settings.algorithm in _MODEL_BASED:
+        startup = min(10, max(2, planned // 3))
+        return TPESampler(seed=seed, constant_liar=True, multivariate=True, n_startup_trials=startup)
+    return RandomSampler(seed=seed)
+
+
+def build_space(config: Mapping[str, Any]) -> SearchSpace:
+    return SearchSpace.from_schema(
+        config["schema"],
+        config.get("template") or {},
+        config.get("hyperparameters"),
+        config.get("custom_param_ranges") or None,
+        source=f"the {config.get('action', 'train')} schema stored with the study",
+    )
+
+
+def unit_params(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, float]:
+    """Optuna sees every searched key as a float in [0, 1] (`SearchSpace.to_unit`), which keeps math_cond,
+    depends_on and option lists in our own code; the real values travel as the trial's `params` user attr."""
+    return {f"{UNIT_PREFIX}{name}": float(u) for name, u in zip(space.names, space.to_unit(params))}
+
+
+# -- creating and loading a study ----------------------------------------------------------------------------------
+
+
+def create_distributed_study(
+    storage: str | Path,
+    study_name: str,
+    skill_dir: str | Path,
+    automl_settings: Mapping[str, Any] | None = None,
+    spec_overrides: Mapping[str, Any] | None = None,
+    automl_hyperparameters: Sequence[str] | None = None,
+    custom_param_ranges: Mapping[str, Any] | None = None,
+    command: Sequence[str] | None = None,
+    slurm: Mapping[str, Any] | None = None,
+    enqueue: Sequence[Mapping[str, Any]] = (),
+    heartbeat_interval: float = 10.0,
+    grace_period: float = 60.0,
+    action: str = "train",
+) -> optuna.Study:
+    """Create the study in the store and queue its recommendations; joining an existing study with the same
+    name returns it unchanged (so a restarted coordinator is harmless).
+
+    enqueue: configurations (dotted key -> value) to try first, in order; the rest are drawn by the algorithm.
+    heartbeat_interval / grace_period: a running trial whose worker has not beaten for grace_period seconds
+        is failed and retried once.
+    """
+    settings = parse_settings(automl_settings)
+    if settings.algorithm not in DISTRIBUTED_ALGORITHMS:
+        raise SpecError(
+            f"automl_settings.algorithm {settings.algorithm!r} keeps its search state in one process and cannot "
+            f"run on a shared store; choose one of {list(DISTRIBUTED_ALGORITHMS)} or run it with `mal automl run`."
+        )
+    if grace_period <= 2 * heartbeat_interval:
+        raise SpecError(
+            f"grace_period {grace_period}s must exceed twice heartbeat_interval {heartbeat_interval}s, or live "
+            f"workers would be declared dead between two beats."
+        )
+    skill = Path(skill_dir)
+    schema_path = skill / "schemas" / f"{action}.schema.json"
+    SearchSpace.from_skill_dir(skill, automl_hyperparameters, custom_param_ranges, action=action)  # errors here
+    template_path = skill / "references" / f"spec_template_{action}.yaml"
+    template = load_yaml(template_path) if template_path.is_file() else {}
+    from mal.automl.runner import _absolute_data_paths  # one rule for data paths, shared with the local runner
+
+    config = {
+        "mal_version": __version__,
+        "action": action,
+        "created": time.time(),
+        "settings": settings.to_json_dict(),
+        "schema": json.loads(schema_path.read_text(encoding="utf-8")),
+        "template": template,
+        "hyperparameters": list(automl_hyperparameters) if automl_hyperparameters else None,
+        "custom_param_ranges": dict(custom_param_ranges or {}),
+        "base_spec": deep_merge(template, nest_dotted(_absolute_data_paths(spec_overrides or {}))),
+        "command": list(command) if command else None,
+        "slurm": dict(slurm or {}),
+        "heartbeat_interval": float(heartbeat_interval),
+        "grace_period": float(grace_period),
+        "planned_trials": planned_trials(settings),
+        "full_budget": full_budget(settings),
+    }
+    space = build_space(config)
+    make_algorithm(settings.algorithm, space, settings)  # an unknown or unusable algorithm fails before the store
+    store = open_storage(storage)
+    try:
+        study = optuna.create_study(storage=store, study_name=study_name, direction=settings.direction)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(storage=store, study_name=study_name)
+        existing = wait_ready(study)
+        if existing["settings"] != config["settings"] or existing["base_spec"] != config["base_spec"]:
+            raise UserError(
+                f"Study {study_name!r} already exists in {redact(str(storage))} with other settings; pick another "
+                f"--study name or join it with `mal automl worker`."
+            ) from None
+        return study
+    study.set_user_attr(CONFIG_ATTR, config)
+    given = [space.validate(dict(params), source=f"enqueued configuration {i}") for i, params in enumerate(enqueue)]
+    for number in range(config["planned_trials"]):
+        params = given[number] if number < len(given) else None
+        if params is None and settings.algorithm not in _MODEL_BASED:
+            # Random and successive-halving searches draw their configurations up front, reproducibly.
+            params = space.sample(np.random.default_rng([settings.seed, number]))
+        if params is None:
+            study.enqueue_trial({}, user_attrs={"slot": number})
+        else:
+            study.enqueue_trial(unit_params(space, params), user_attrs={"slot": number, "params": params})
+    study.set_user_attr(READY_ATTR, True)
+    return study
+
+
+def wait_ready(study: optuna.Study, timeout: float = _READY_TIMEOUT) -> dict[str, Any]:
+    """The study's config once its creator has queued every recommendation (a worker may start first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        attrs = study.user_attrs
+        if attrs.get(READY_ATTR) and CONFIG_ATTR in attrs:
+            return attrs[CONFIG_ATTR]
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"Study {study.study_name!r} holds no mal AutoML configuration; create it with "
+                f"`mal automl run --storage URL --study {study.study_name}` first."
+            )
+        time.sleep(0.5)
+
+
+def load_distributed_study(storage: str | Path, study_name: str, wait: float = 0.0) -> tuple[optuna.Study, dict]:
+    """(study, config) of an existing distributed study; UserError naming the study when it is not there."""
+    store = open_storage(storage)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            study = optuna.load_study(storage=store, study_name=study_name)
+            break
+        except KeyError:
+            if time.monotonic() >= deadline:
+                names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+                raise UserError(
+                    f"Storage {redact(str(storage))} has no study {study_name!r} (it has {names or 'none'}); "
+                    f"create it with `mal automl run --storage URL --study {study_name}`."
+                ) from None
+            time.sleep(0.5)
+    config = wait_ready(study, timeout=max(wait, 1.0))
+    return study, config
+
+
+__all__ = [
+    "CONFIG_ATTR",
+    "DISTRIBUTED_ALGORITHMS",
+    "HEARTBEAT_ATTR",
+    "TrialState",
+    "build_space",
+    "create_distributed_study",
+    "full_budget",
+    "load_distributed_study",
+    "make_pruner",
+    "make_sampler",
+    "open_storage",
+    "planned_trials",
+    "redact",
+    "unit_params",
+    "wait_ready",
+]

@@ -1,0 +1,133 @@
+"""A shared study on the embedded journal-file store: creation, claiming, heartbeats, retries, status, report."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from rich.console import Console
+from study_kit import dummy_command, launches, make_skill_dir, spec_overrides
+
+from mal.automl.storage import HEARTBEAT_ATTR, create_distributed_study, load_distributed_study, open_storage
+from mal.automl.worker import StudyWorker, fail_stale_trials
+from mal.errors import SpecError, UserError
+
+QUIET = Console(file=io.StringIO())
+
+
+def _create(root, name="s", settings=None, **kwargs):
+    return create_distributed_study(
+        str(root / "study.journal"),
+        name,
+        make_skill_dir(root),
+        {"algorithm": "random", "automl_max_recommendations": 4, "automl_max_epochs": 2, **(settings or {})},
+        spec_overrides(root),
+        command=dummy_command(),
+        heartbeat_interval=0.2,
+        grace_period=1.0,
+        **kwargs,
+    )
+
+
+def test_two_workers_in_one_process_run_every_trial_once(tmp_path, monkeypatch):
+    log = tmp_path / "launches.log"
+    monkeypatch.setenv("MAL_DUMMY_STARTED_LOG", str(log))
+    _create(tmp_path, settings={"automl_max_recommendations": 6, "automl_max_concurrent": 2})
+    url = str(tmp_path / "study.journal")
+    workers = [StudyWorker(url, "s", workspace_dir=tmp_path / "ws", poll_interval=0.05, console=QUIET) for _ in "ab"]
+    threads = [threading.Thread(target=worker.run) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    study, _ = load_distributed_study(url, "s")
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    ran = [worker.summary.completed for worker in workers]
+    assert sorted(ran[0] + ran[1]) == list(range(6))  # each trial once, by exactly one worker
+    assert sorted(dir_ for dir_, start in launches(log)) == sorted(t.user_attrs["results_dir"] for t in trials)
+    # Random configurations are drawn up front from the seed: the same study gives the same values.
+    (tmp_path / "again").mkdir()
+    again = _create(tmp_path / "again")
+    assert [t.user_attrs["params"] for t in again.get_trials()] == [t.user_attrs["params"] for t in trials[:4]]
+
+
+def test_a_stale_trial_is_failed_and_retried_exactly_once(tmp_path):
+    study = _create(tmp_path, settings={"automl_max_recommendations": 1})
+    storage = open_storage(tmp_path / "study.journal")
+    study_id = storage.get_study_id_from_name("s")
+    first = storage.get_trial_id_from_study_id_trial_number(study_id, 0)
+    # A worker takes the trial, beats once, then dies.
+    assert storage.set_trial_state_values(first, TrialState.RUNNING)
+    storage.set_trial_user_attr(first, "worker", "ghost:1")
+    storage.set_trial_system_attr(first, HEARTBEAT_ATTR, time.time())
+    assert fail_stale_trials(study, grace_period=30.0) == []  # still fresh
+    storage.set_trial_system_attr(first, HEARTBEAT_ATTR, time.time() - 60)
+    assert fail_stale_trials(study, grace_period=30.0) == [0]
+    assert fail_stale_trials(study, grace_period=30.0) == []  # the second look changes nothing
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert "ghost:1 stopped sending heartbeats" in trials[0].user_attrs["failure"]["reason"]
+    assert trials[1].user_attrs["retry_of"] == 0
+    assert trials[1].user_attrs["params"] == trials[0].user_attrs["params"]
+    # The retry dies too: it is failed, and not retried a second time.
+    retry = storage.get_trial_id_from_study_id_trial_number(study_id, 1)
+    assert storage.set_trial_state_values(retry, TrialState.RUNNING)
+    storage.set_trial_system_attr(retry, HEARTBEAT_ATTR, time.time() - 60)
+    assert fail_stale_trials(study, grace_period=30.0) == [1]
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.FAIL]
+
+
+def test_enqueued_values_run_first_and_the_cli_reads_the_store(tmp_path):
+    good = {"train.lr": 3e-6, "train.wd": 1e-3}
+    _create(tmp_path, settings={"automl_max_recommendations": 2}, enqueue=[good])
+    url = str(tmp_path / "study.journal")
+    worker = subprocess.run(
+        [sys.executable, "-m", "mal", "automl", "worker", "--storage", url, "--study", "s",
+         "--workspace", str(tmp_path / "ws"), "--poll-interval", "0.05"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    status = subprocess.run(
+        [sys.executable, "-m", "mal", "automl", "status", "--storage", url, "--study", "s", "--json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr[-2000:]
+    result = json.loads(status.stdout)
+    assert result["progress"]["completed"] == result["progress"]["total"] == 2
+    assert result["history"][0]["params"] == good
+    assert result["best"]["rec_id"] == 0  # lr = 3e-6 is the dummy job's optimum
+    assert result["best"]["checkpoint"].endswith("mal_model_best.pth")
+    report = subprocess.run(
+        [sys.executable, "-m", "mal", "automl", "report", "--storage", url, "--study", "s",
+         "--out", str(tmp_path / "report")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-2000:]
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "2/2 trials finished" in text and "| 0 | done |" in text
+    assert (tmp_path / "report" / "history.png").stat().st_size > 0
+
+
+def test_refusals_name_the_problem(tmp_path):
+    with pytest.raises(UserError, match="database is locked"):
+        open_storage(f"sqlite:///{tmp_path}/x.db")
+    with pytest.raises(SpecError, match="cannot run on a shared store"):
+        _create(tmp_path, settings={"algorithm": "pbt"})
+    with pytest.raises(SpecError, match="grace_period"):
+        create_distributed_study(
+            str(tmp_path / "g.journal"), "g", make_skill_dir(tmp_path), heartbeat_interval=10, grace_period=15
+        )
+    _create(tmp_path)
+    with pytest.raises(UserError, match="other settings"):
+        _create(tmp_path, settings={"automl_max_recommendations": 5})
+    with pytest.raises(UserError, match="has no study 'nope'"):
+        load_distributed_study(str(tmp_path / "study.journal"), "nope")
+    assert optuna.load_study(storage=open_storage(tmp_path / "study.journal"), study_name="s")

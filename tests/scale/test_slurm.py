@@ -1,0 +1,120 @@
+"""The Slurm platform: sbatch options from the spec, and a study whose trials run as jobs of a real local Slurm."""
+
+from __future__ import annotations
+
+import io
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+from rich.console import Console
+from study_kit import dummy_command, make_skill_dir, spec_overrides
+
+from mal.automl.platforms.slurm import SlurmPlatform, parse_exit_code
+from mal.automl.storage import create_distributed_study, load_distributed_study
+from mal.automl.worker import StudyWorker
+from mal.errors import UserError
+
+GOOD = {"train.lr": 3e-6, "train.wd": 1e-3}  # the dummy job's optimum
+BAD = {"train.lr": 1e-7, "train.wd": 1e-3}
+
+
+def test_resources_come_from_the_spec_and_the_settings(tmp_path):
+    platform = SlurmPlatform.from_settings(
+        {"partition": "gpu", "account": "vision", "time_limit": "04:00:00", "extra_sbatch_args": ["--qos=high"]},
+        max_concurrent=8,
+    )
+    spec = {"train": {"num_gpus": 8, "num_nodes": 2}}
+    args = platform.sbatch_args(spec, "rec_003", tmp_path)
+    assert args[:2] == ["sbatch", "--parsable"]
+    for option in (
+        "--nodes=2",
+        "--ntasks-per-node=8",
+        "--gres=gpu:8",
+        "--partition=gpu",
+        "--account=vision",
+        "--time=04:00:00",
+        "--qos=high",
+        "--job-name=mal-rec_003",
+    ):
+        assert option in args
+    cpu = SlurmPlatform(use_gpus=False).sbatch_args({"train": {"num_gpus": 1}}, "x", tmp_path)
+    assert "--ntasks-per-node=1" in cpu and not any(a.startswith("--gres") for a in cpu)
+    # The job runs under srun (Lightning then reads the Slurm environment), every argument quoted.
+    script = platform.batch_script(["python", "-m", "mal", "train", "-e", "/a b/spec.yaml", "x=$(rm -rf /)"], tmp_path)
+    srun_line = next(line for line in script.splitlines() if line.startswith("srun "))
+    assert shlex.split(srun_line)[-2:] == ["/a b/spec.yaml", "x=$(rm -rf /)"]
+    assert parse_exit_code("0:0") == 0 and parse_exit_code("2:0") == 2 and parse_exit_code("0:9") == -9
+    with pytest.raises(UserError, match="unknown"):
+        SlurmPlatform.from_settings({"partitoin": "gpu"})
+
+
+def _scontrol(field: str, slurm_id: str, env) -> str:
+    out = subprocess.run(
+        ["scontrol", "--oneliner", "show", "job", slurm_id], capture_output=True, text=True, env=env, check=False
+    ).stdout
+    return dict(part.split("=", 1) for part in out.split() if "=" in part).get(field, "")
+
+
+def test_a_study_runs_its_trials_as_slurm_jobs_and_the_pruner_cancels_one(slurm, tmp_path):
+    url = str(tmp_path / "study.journal")
+    create_distributed_study(
+        url, "slurm-asha", make_skill_dir(tmp_path),
+        {"algorithm": "asha", "automl_max_trials": 2, "automl_max_epochs": 4, "automl_reduction_factor": 2,
+         "automl_max_concurrent": 1},
+        spec_overrides(tmp_path), command=dummy_command(), enqueue=[GOOD, BAD],
+    )  # fmt: skip
+    platform = SlurmPlatform(
+        max_concurrent=1, command=dummy_command(), use_gpus=False, time_limit="10", env={"MAL_DUMMY_SLEEP": "0.6"}
+    )
+    worker = StudyWorker(
+        url,
+        "slurm-asha",
+        platform=platform,
+        workspace_dir=tmp_path / "ws",
+        poll_interval=0.1,
+        console=Console(file=io.StringIO()),
+    )
+    summary = worker.run()
+    assert summary.completed == [0] and summary.pruned == [1]
+
+    study, _ = load_distributed_study(url, "slurm-asha")
+    good, bad = study.get_trials()
+    assert good.state == TrialState.COMPLETE and bad.state == TrialState.PRUNED
+    assert sorted(good.intermediate_values) == [1, 2, 3, 4]
+    assert list(bad.intermediate_values) == [1]  # stopped at the first rung: worse than trial 0 there
+    env = slurm.env()
+    assert _scontrol("JobState", good.user_attrs["platform_job_id"], env) == "COMPLETED"
+    deadline = time.monotonic() + 30
+    while (state := _scontrol("JobState", bad.user_attrs["platform_job_id"], env)) == "COMPLETING":
+        assert time.monotonic() < deadline, "the cancelled job never left COMPLETING"
+        time.sleep(0.2)
+    assert state == "CANCELLED"
+    good_dir, bad_dir = Path(good.user_attrs["results_dir"]), Path(bad.user_attrs["results_dir"])
+    assert (good_dir / "exit_code").read_text().strip() == "0"
+    assert (good_dir / "train" / "mal_model_best.pth").exists()
+    assert not (bad_dir / "train" / "mal_model_epoch_004.pth").exists()  # it never trained to the end
+
+
+def test_the_local_runner_submits_its_trials_to_slurm(slurm, tmp_path):
+    from mal.automl import AutoMLRunner
+
+    platform = SlurmPlatform(max_concurrent=2, command=dummy_command(), use_gpus=False)
+    runner = AutoMLRunner(
+        skill_dir=make_skill_dir(tmp_path),
+        platform=platform,
+        workspace_dir=tmp_path / "ws",
+        poll_interval=0.2,
+        console=Console(file=io.StringIO()),
+    )
+    result = runner.run(
+        automl_algorithm="random",
+        spec_overrides=spec_overrides(tmp_path),
+        automl_settings={"automl_max_recommendations": 2, "automl_max_epochs": 2},
+    )
+    assert [h["status"] for h in result["history"]] == ["done", "done"]
+    ids = [(Path(h["checkpoint"]).parents[1] / "slurm_job_id").read_text().strip() for h in result["history"]]
+    assert len(set(ids)) == 2 and all(_scontrol("JobState", i, slurm.env()) == "COMPLETED" for i in ids)

@@ -170,31 +170,75 @@ def test_bohb_random_fraction_and_model_on_the_largest_ready_budget():
     assert model_mean > random_mean + 0.3
 
 
+def test_bohb_good_and_bad_densities_never_share_points():
+    algo = BOHB(SPACE, {"automl_min_points_in_model": 4, "automl_top_n_percent": 15}, seed=0)
+    # hpbandster's sizes: good = max(min_points, 15% of n), bad = the next max(min_points, 85% of n)
+    assert algo._split(27) == (4, 22)
+    assert algo._split(6) == (4, 2)  # the bad set gets what is left, never the good points again
+    assert algo._split(100) == (15, 85)
+    # a budget needs more points than dimensions (3) in both sets before its model is used
+    for _ in range(7):
+        rec = algo.ask()
+        algo.tell(rec.rec_id, metric(rec.params, rec.budget))
+    assert algo.model_budget() is None  # 7 results at budget 1: 4 good, only 3 bad
+    rec = algo.ask()
+    algo.tell(rec.rec_id, metric(rec.params, rec.budget))
+    assert algo.model_budget() == 1
+
+
 def test_dehb_keeps_one_subpopulation_per_budget():
     algo = DEHB(SPACE, {"automl_max_epochs": 27, "automl_max_trials": 200}, seed=0)
     assert algo.pop_sizes == {1: 27, 3: 12, 9: 6, 27: 4}
+    # every budget starts with its own random, not yet evaluated members
+    assert {b: len(m) for b, m in algo.subpops.items()} == algo.pop_sizes
+    assert all(m["score"] is None and m["rec_id"] is None for members in algo.subpops.values() for m in members)
     recs = run_to_end(algo)
-    assert set(algo.subpops) == {1, 3, 9, 27}
     for budget, members in algo.subpops.items():
-        assert 0 < len(members) <= algo.pop_sizes[budget]
-        assert all(algo.trials[m["rec_id"]].rec.budget == budget for m in members)
+        assert len(members) == algo.pop_sizes[budget]
+        evaluated = [m for m in members if m["rec_id"] is not None]
+        assert evaluated and all(algo.trials[m["rec_id"]].rec.budget == budget for m in evaluated)
     de = [r for r in recs if r.info.get("source") == "de"]
     assert de and all(r.resume_from is None for r in de)  # DE trials are new vectors trained from scratch
     targeted = [r for r in de if r.info["target_rec_id"] is not None]
     assert all(algo.trials[r.info["target_rec_id"]].rec.budget == r.budget for r in targeted)
-    # selection: the final members of each budget are at least as good as the targets they replaced
+    # selection within a budget: a member that replaced an evaluated target is at least as good as it
     replaced = [r for r in targeted if any(m["rec_id"] == r.rec_id for m in algo.subpops[r.budget])]
     assert replaced
     for rec in replaced:
         assert metric(rec.params, rec.budget) >= metric(algo.trials[rec.info["target_rec_id"]].rec.params, rec.budget)
 
 
-def test_dehb_first_bracket_is_plain_hyperband():
-    algo = DEHB(SPACE, {"automl_max_epochs": 27}, seed=0)
+def test_dehb_first_iteration_promotes_like_hyperband_then_evolves():
+    algo = DEHB(SPACE, {"automl_max_epochs": 27, "automl_max_trials": 120}, seed=0)
     recs = run_to_end(algo)
-    first = [r for r in recs if r.info["bracket"] == 0]
-    assert all(r.info["source"] == "random" for r in first if r.info["rung"] == 0)
-    assert all(r.resume_from is not None for r in first if r.info["rung"] > 0)
+    first_iteration = [r for r in recs if r.info["bracket"] < 4]
+    later = [r for r in recs if r.info["bracket"] >= 4]
+    assert later
+    # bracket 0's first rung trains the random initial members; higher rungs of the first iteration resume
+    assert all(r.info["source"] == "random" for r in first_iteration if r.info["bracket"] == 0 and r.info["rung"] == 0)
+    assert all(r.resume_from is not None for r in first_iteration if r.info["rung"] > 0)
+    assert all(r.info["source"] == "de" for r in first_iteration if r.info["bracket"] > 0 and r.info["rung"] == 0)
+    # afterwards every training is a DE trial from scratch, aimed at a member of its own budget
+    assert all(r.info["source"] == "de" and r.resume_from is None for r in later)
+    assert algo.checkpoints_in_use() <= {r.rec_id for r in first_iteration}
+
+
+def test_dehb_higher_rungs_take_parents_from_the_lower_budget():
+    algo = DEHB(SPACE, {"automl_max_epochs": 9, "automl_max_trials": 60}, seed=0)
+    # after the first iteration (3 brackets), a rung at budget 3 draws a, b, c from budget 1's best members
+    pools = []
+    original = algo._parent_pool
+
+    def spy(budget, size):
+        pools.append((algo.brackets[-1].index, algo.brackets[-1].level, budget, size))
+        return original(budget, size)
+
+    algo._parent_pool = spy
+    run_to_end(algo)
+    later = [(level, budget, size) for bracket, level, budget, size in pools if bracket >= 3]
+    assert (0, 1, 9) in later  # bottom rung: its own budget, the rung's size
+    assert (1, 1, 3) in later  # rung at budget 3: parents from budget 1, as many as the rung trains
+    assert (2, 3, 1) in later  # rung at budget 9: parents from budget 3
 
 
 def test_make_algorithm_by_name():

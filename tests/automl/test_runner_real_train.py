@@ -57,11 +57,13 @@ def test_asha_study_with_the_real_training(tmp_path):
         },
     )
     history = result["history"]
-    assert [h["status"] for h in history] == ["done"] * 3, [h["failure_reason"] for h in history]
+    # Two configurations at 1 epoch, then promotions; how many depends on which of the two finishes first.
+    assert len(history) >= 3 and all(h["status"] == "done" for h in history), [h["failure_reason"] for h in history]
     assert all(0.0 <= h["metric"] <= 1.0 for h in history)
-    promoted = history[2]
+    promoted = next(h for h in history if h["resume_from"] is not None)
     assert promoted["budget"] == 2 and promoted["resume_from"] in (0, 1)
-    spec = yaml.safe_load((tmp_path / "ws").glob("run_*/trials/rec_002/spec.yaml").__next__().read_text())
+    rec = f"rec_{promoted['rec_id']:03d}"
+    spec = yaml.safe_load((tmp_path / "ws").glob(f"run_*/trials/{rec}/spec.yaml").__next__().read_text())
     assert "/rec_00" in spec["train"]["resume_training_checkpoint_path"]
     assert [e for e, _ in promoted["epochs"]] == [2]  # continued from epoch 1, trained only epoch 2
     final = result["final_evaluation"]

@@ -2,9 +2,12 @@
 
 For each new configuration: with probability 1/3 sample at random (the paper's random fraction, which keeps
 the search from collapsing); otherwise use the observations of the LARGEST budget that has at least
-`automl_min_points_in_model` successful results (budgets are never pooled). The best `automl_top_n_percent`
-of them form the "good" density l(x), the rest the "bad" density g(x) (each at least min_points_in_model
-points, as in the reference implementation); `automl_kde_samples` candidates are drawn from l(x) with its
+`automl_min_points_in_model` successful results and enough of them for both densities (budgets are never
+pooled). As in the reference implementation (hpbandster), the best n_good = max(min_points_in_model,
+top_n_percent% of n) form the "good" density l(x) and the next n_bad = max(min_points_in_model,
+(100 - top_n_percent)% of n) the "bad" density g(x); the two sets never overlap and each needs more points
+than the space has dimensions, otherwise that budget has no model yet. `automl_kde_samples` candidates are
+drawn from l(x) with its
 bandwidth widened 3x, and the one with the largest l(x)/g(x) is trained. Densities are Gaussian product
 kernels in the space's unit cube with Scott's-rule bandwidths (choices are kernels over their bin centres).
 """
@@ -26,12 +29,23 @@ MIN_BANDWIDTH = 1e-3
 class BOHB(Hyperband):
     name = "bohb"
 
+    def _split(self, n: int) -> tuple[int, int]:
+        """(n_good, n_bad) for n observations: hpbandster's sizes, the bad set cut to what is left."""
+        min_points = self.settings.automl_min_points_in_model
+        top = self.settings.automl_top_n_percent
+        n_good = max(min_points, int(top * n / 100))
+        n_bad = min(max(min_points, int((100 - top) * n / 100)), max(0, n - n_good))
+        return n_good, n_bad
+
     def model_budget(self) -> int | None:
-        """The largest budget with enough successful observations for a model, or None."""
+        """The largest budget whose successful observations can fit both densities, or None."""
         counts: dict[int, int] = {}
         for trial in self.completed():
             counts[trial.rec.budget] = counts.get(trial.rec.budget, 0) + 1
-        ready = [b for b, n in counts.items() if n >= self.settings.automl_min_points_in_model]
+        dim = len(self.space)
+        ready = [
+            b for b, n in counts.items() if n >= self.settings.automl_min_points_in_model and min(self._split(n)) > dim
+        ]
         return max(ready) if ready else None
 
     def _new_config(self, bracket: Bracket, rung: Rung, rec_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -43,11 +57,8 @@ class BOHB(Hyperband):
         x = np.array([self.space.to_unit(t.rec.params) for t in trials])
         scores = np.array([self.trial_score(t) for t in trials])
         order = np.argsort(-scores, kind="stable")
-        n = len(trials)
-        min_points = self.settings.automl_min_points_in_model
-        n_good = max(min_points, int(self.settings.automl_top_n_percent * n / 100))
-        n_bad = max(min_points, int((100 - self.settings.automl_top_n_percent) * n / 100))
-        good, bad = x[order[:n_good]], x[order[-n_bad:]]
+        n_good, n_bad = self._split(len(trials))
+        good, bad = x[order[:n_good]], x[order[n_good : n_good + n_bad]]
         candidates = _sample_kde(good, self.settings.automl_kde_samples, rng)
         ratio = _log_density(candidates, good) - _log_density(candidates, bad)
         best = candidates[int(np.argmax(ratio))]

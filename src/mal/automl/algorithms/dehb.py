@@ -1,29 +1,34 @@
 """DEHB (Awad et al. 2021): differential evolution inside Hyperband brackets, one sub-population per budget.
 
-- The very first bracket is plain Hyperband (random configurations, promotions that resume); its results seed
-  the sub-population of every budget.
-- Afterwards every slot of a rung at budget b is a DE trial (rand/1/bin): mutant = a + F (b - c) with F =
-  `automl_mutation_factor`, drawn from a parent pool; binomial crossover with probability
-  `automl_crossover_prob` against a target member of budget b's sub-population (round robin); dimensions that
-  leave the unit cube are redrawn at random. The trial trains from scratch at b and replaces its target only
-  if it is at least as good (selection happens within budget b, never across budgets).
-- Parent pool: on a bracket's bottom rung, the best members of the next-LOWER budget's sub-population (the
-  lowest budget uses its own); on higher rungs, the configurations successive halving would have promoted.
-  Pools smaller than 3 are topped up with random members of all sub-populations.
+Follows the authors' reference implementation (automl/DEHB):
 
-Sub-population sizes are the largest number of trainings any bracket runs at that budget (R = 27, eta = 3:
-27, 12, 6, 4). Configurations are vectors of the space's unit cube.
+- Every budget b keeps its own sub-population of `pop_size[b]` slots, the largest number of trainings any
+  bracket runs at b (R = 27, eta = 3: 27, 12, 6 and 4). Slots start as random vectors of the space's unit cube
+  that have not been evaluated yet.
+- Every training at budget b is aimed at the next slot of b's sub-population (round robin, the DE "target").
+  When it finishes, it replaces that slot if the slot was never evaluated or if it is at least as good
+  (selection happens only within budget b).
+- The first Hyperband iteration (brackets s = s_max..0) promotes like Hyperband on its higher rungs: the top
+  1/eta continue from their own checkpoint. Its very first rung trains the random initial members.
+- Every other training is a DE trial (rand/1/bin) trained from scratch at b: mutant = a + F (b - c) with
+  F = `automl_mutation_factor`, dimensions that leave the unit cube are redrawn at random, then binomial
+  crossover with probability `automl_crossover_prob` (and at least one dimension) against the target slot.
+  a, b, c come from the parent pool: on a bracket's first rung the best `n` members of b's own sub-population,
+  on a higher rung the best `n` members of the LOWER rung's budget (n = the rung's size). A pool smaller than
+  3 is topped up with members drawn from all sub-populations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from mal.automl.algorithms.base import Trial
 from mal.automl.algorithms.hyperband import Bracket, Hyperband, Rung
+
+_INIT_KEY = 7_000_003
+MIN_POOL = 3  # rand/1 needs three distinct parents
 
 
 class DEHB(Hyperband):
@@ -36,83 +41,91 @@ class DEHB(Hyperband):
             for n, r in zip(plan.sizes, plan.resources):
                 budget = self._epochs(r)
                 self.pop_sizes[budget] = max(self.pop_sizes.get(budget, 0), n)
-        # budget -> members [{"rec_id", "vec", "score"}]; the state that evolves
-        self.subpops: dict[int, list[dict[str, Any]]] = {b: [] for b in self.budgets}
+        # budget -> slots {"rec_id": int | None, "vec": [...], "score": float | None}; None = not evaluated yet
+        self.subpops: dict[int, list[dict[str, Any]]] = {}
+        for index, budget in enumerate(self.budgets):
+            rng = self._rng(_INIT_KEY, index)
+            self.subpops[budget] = [
+                {"rec_id": None, "vec": self.space.to_unit(self.space.sample(rng)).tolist(), "score": None}
+                for _ in range(self.pop_sizes[budget])
+            ]
         self._target_cursor: dict[int, int] = dict.fromkeys(self.budgets, 0)
+
+    def _first_iteration(self, bracket: Bracket) -> bool:
+        return bracket.index < len(self.plans)
+
+    def _next_target(self, budget: int) -> int:
+        index = self._target_cursor[budget] % self.pop_sizes[budget]
+        self._target_cursor[budget] += 1
+        return index
 
     # -- proposals ---------------------------------------------------------------------------------------------
 
     def _new_config(self, bracket: Bracket, rung: Rung, rec_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        if bracket.index == 0:
-            return self.space.sample(self._rng(rec_id)), {"source": "random"}
-        index = self.budgets.index(rung.budget)
-        lower = self.subpops[self.budgets[index - 1]] if index > 0 else self.subpops[rung.budget]
-        best_lower = sorted(lower, key=lambda m: -m["score"])[: max(rung.size, 3)]
-        pool = np.array([m["vec"] for m in best_lower]).reshape(-1, len(self.space))
-        return self._de_trial(rung.budget, pool, rec_id)
+        target = self._next_target(rung.budget)
+        if bracket.index == 0:  # the initial random members are evaluated as they are
+            vec = np.asarray(self.subpops[rung.budget][target]["vec"])
+            return self.space.from_unit(vec), {"source": "random", "target_index": target}
+        return self._de_trial(rung.budget, self._parent_pool(rung.budget, rung.size), target, rec_id)
 
     def _promote(self, bracket: Bracket, rung: Rung, rec_id: int) -> tuple[dict[str, Any], int | None, dict[str, Any]]:
-        if bracket.index == 0:
-            return super()._promote(bracket, rung, rec_id)
-        pool = np.array([self.space.to_unit(self.trials[p].rec.params) for p in rung.parents])
-        params, info = self._de_trial(rung.budget, pool.reshape(-1, len(self.space)), rec_id)
+        target = self._next_target(rung.budget)
+        if self._first_iteration(bracket):
+            params, resume_from, info = super()._promote(bracket, rung, rec_id)
+            return params, resume_from, {**info, "source": "promotion", "target_index": target}
+        lower = bracket.rungs[bracket.level - 1].budget
+        params, info = self._de_trial(rung.budget, self._parent_pool(lower, rung.size), target, rec_id)
         return params, None, info
 
-    def _de_trial(self, budget: int, pool: np.ndarray, rec_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _parent_pool(self, budget: int, size: int) -> np.ndarray:
+        """The best `size` members of a sub-population (evaluated ones first, best first)."""
+        members = self.subpops[budget]
+        order = sorted(
+            range(len(members)),
+            key=lambda i: (members[i]["score"] is None, -(members[i]["score"] or 0.0), i),
+        )
+        return np.array([members[i]["vec"] for i in order[:size]]).reshape(-1, len(self.space))
+
+    def _de_trial(
+        self, budget: int, pool: np.ndarray, target_index: int, rec_id: int
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         rng = self._rng(rec_id)
         dim = len(self.space)
-        population = self.subpops[budget]
-        if len(pool) < 3:
-            everyone = np.array([m["vec"] for members in self.subpops.values() for m in members]).reshape(-1, dim)
-            extra = (
-                everyone[rng.choice(len(everyone), size=min(3 - len(pool), len(everyone)), replace=False)]
-                if len(everyone)
-                else rng.random((3 - len(pool), dim))
-            )
+        if len(pool) < MIN_POOL:
+            everyone = np.array([m["vec"] for members in self.subpops.values() for m in members])
+            extra = everyone[rng.choice(len(everyone), size=MIN_POOL - len(pool), replace=False)]
             pool = np.vstack([pool, extra])
-            if len(pool) < 3:
-                pool = np.vstack([pool, rng.random((3 - len(pool), dim))])
         a, b, c = pool[rng.choice(len(pool), size=3, replace=False)]
         mutant = a + self.settings.automl_mutation_factor * (b - c)
         outside = (mutant < 0) | (mutant > 1)
         mutant = np.where(outside, rng.random(dim), mutant)
-        cursor = self._target_cursor[budget]
-        target_index = cursor % self.pop_sizes[budget]
-        if target_index < len(population):
-            target = np.asarray(population[target_index]["vec"])
-            cross = rng.random(dim) < self.settings.automl_crossover_prob
-            cross[rng.integers(dim)] = True
-            trial_vec = np.where(cross, mutant, target)
-            target_rec: int | None = population[target_index]["rec_id"]
-        else:  # the sub-population is not full yet: the trial joins it
-            trial_vec, target_rec = mutant, None
-        self._target_cursor[budget] = cursor + 1
+        slot = self.subpops[budget][target_index]
+        cross = rng.random(dim) < self.settings.automl_crossover_prob
+        cross[rng.integers(dim)] = True
+        trial_vec = np.where(cross, mutant, np.asarray(slot["vec"]))
         return self.space.from_unit(trial_vec), {
             "source": "de",
             "target_index": target_index,
-            "target_rec_id": target_rec,
+            "target_rec_id": slot["rec_id"],
         }
 
     # -- selection ---------------------------------------------------------------------------------------------
 
     def _on_tell(self, trial: Trial) -> None:
-        budget = trial.rec.budget
-        population = self.subpops[budget]
-        member = {
-            "rec_id": trial.rec_id,
-            "vec": self.space.to_unit(trial.rec.params).tolist(),
-            "score": self.trial_score(trial),
-        }
         target_index = trial.rec.info.get("target_index")
-        if trial.rec.info.get("source") != "de" or trial.rec.info.get("target_rec_id") is None:
-            if len(population) < self.pop_sizes[budget] and trial.status == "done":
-                population.append(member)
-            return
-        if member["score"] >= population[target_index]["score"]:
-            population[target_index] = member
+        if target_index is None or trial.status != "done":
+            return  # a failure never enters a sub-population
+        slot = self.subpops[trial.rec.budget][target_index]
+        score = self.trial_score(trial)
+        if slot["score"] is None or score >= slot["score"]:
+            slot.update(rec_id=trial.rec_id, vec=self.space.to_unit(trial.rec.params).tolist(), score=score)
+
+    def checkpoints_in_use(self) -> set[int]:
+        # only the first Hyperband iteration promotes from checkpoints; DE trials always train from scratch
+        keep = super().checkpoints_in_use()
+        return {
+            rec_id for rec_id in keep if self._first_iteration(self.brackets[self.trials[rec_id].rec.info["bracket"]])
+        }
 
     def _extra_state(self) -> dict[str, Any]:
         return {"subpopulations": {str(b): [dict(m) for m in members] for b, members in self.subpops.items()}}
-
-    def _load_extra_state(self, state: Mapping[str, Any]) -> None:
-        super()._load_extra_state(state)

@@ -118,3 +118,13 @@ def test_user_errors_exit_2_and_write_nothing(tiny_spec, tmp_path, overrides, fr
     assert result.returncode == 2, result.stderr[-2000:]
     assert fragment in result.stderr.strip().splitlines()[-1]
     assert not (results / "train").exists()
+
+
+def test_wandb_offline_run_is_written_without_network(tiny_spec, tmp_path):
+    pytest.importorskip("wandb")
+    results = tmp_path / "wandb"
+    result = run_mal("train", "-e", str(tiny_spec), f"results_dir={results}", "train.num_epochs=1",
+                     "wandb.enable=true", "wandb.mode=offline", "wandb.name=unit-test")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((results / "train" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))

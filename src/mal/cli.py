@@ -8,6 +8,7 @@ and spec errors answer at once.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 import traceback
@@ -25,6 +26,10 @@ SPEC_ACTIONS: dict[str, tuple[str, str]] = {
     "export": ("mal.engine.export:run", "export the inference network to ONNX"),
     "pretrain": ("mal.engine.pretrain:run", "masked-autoencoder pretraining of the ViT on your own images"),
 }
+
+
+# A full disk, a quota, a file-size limit, a read-only or failing disk: infrastructure faults worth one clear line.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
 
 
 class NotBuiltError(UserError):
@@ -184,6 +189,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"mal {args.action}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if args.debug:
+            traceback.print_exc()
+        if exc.errno not in _STORAGE_ERRNOS or not exc.filename:
+            print(f"mal {args.action}: internal error: {type(exc).__name__}: {exc} "
+                  f"(rerun with --debug for the traceback)", file=sys.stderr)
+            return 1
+        # Not the user's input (exit 1), but plainly said: which file could not be written, and why.
+        print(f"mal {args.action}: error: cannot write {exc.filename}: {exc.strerror}; free some space or set "
+              "results_dir / the output path to another disk.", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"mal {args.action}: interrupted.", file=sys.stderr)
         return 130

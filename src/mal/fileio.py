@@ -26,10 +26,26 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", encoding: str | N
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError) and exc.filename is None:
+            # write() errors (a full disk, a quota) name no file; name the one the user asked for.
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
         raise
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str], name_glob: str = "*") -> list[Path]:
+    """Delete the temp files `atomic_open` leaves when its writer is SIGKILLed (`.<name>.<random>.tmp`).
+
+    Call it only where no other process can be writing the same outputs (e.g. at the start of a job).
+    """
+    removed = []
+    for stale in Path(folder).glob(f".{name_glob}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+            removed.append(stale)
+    return removed
 
 
 def _current_umask() -> int:

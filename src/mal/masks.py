@@ -32,6 +32,9 @@ _ENCODE_BLOCK_BYTES = 256 * 1024 * 1024
 
 RLE = dict[str, Any]
 
+# The most RLEs pycocotools' area() takes in one call (its count is a uint8).
+_AREA_CHUNK = 255
+
 
 def size_bucket(areas: Sequence[float] | np.ndarray) -> np.ndarray:
     """COCO size bucket of each area: 0 small (< 32^2), 1 medium (< 96^2), 2 large (half-open intervals)."""
@@ -116,7 +119,11 @@ def rle_area(rle: RLE | Sequence[RLE]) -> int | np.ndarray:
         return int(mask_utils.area(as_pycocotools_rle(rle)))
     if len(rle) == 0:
         return np.zeros(0, dtype=np.int64)
-    return np.asarray(mask_utils.area([as_pycocotools_rle(r) for r in rle]), dtype=np.int64)
+    # pycocotools' list area() counts the list in a uint8 and overflows past 255 RLEs: go in chunks.
+    chunks = [rle[start : start + _AREA_CHUNK] for start in range(0, len(rle), _AREA_CHUNK)]
+    return np.concatenate(
+        [np.asarray(mask_utils.area([as_pycocotools_rle(r) for r in chunk]), dtype=np.int64) for chunk in chunks]
+    )
 
 
 # ---------------------------------------------------------------------------------------------- paste-back

@@ -151,7 +151,12 @@ def coco_mask_ap(gt_coco_dict: Mapping[str, Any], predictions: Sequence[Mapping[
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    stats = evaluator.stats[:6]
+    stats = list(evaluator.stats[:6])
+    # summarize() reads the overall AP at maxDets=100 whatever params.maxDets holds, so with more than 100
+    # instances in an image it reports -1; take it from the last maxDets column instead.
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    valid = precision[precision > -1]
+    stats[0] = float(valid.mean()) if valid.size else -1.0
     return {key: (None if value < 0 else float(value)) for key, value in zip(AP_KEYS, stats)}
 
 

@@ -377,7 +377,8 @@ def _parse_json(path: Path, report: ValidationReport) -> dict[str, Any] | None:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer id that fits the int64 arrays the boxes are kept in (JSON allows any size)."""
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
 
 
 def _is_number(value: Any) -> bool:
@@ -469,10 +470,10 @@ class _Validator:
                 report.error("missing_key", f"image misses {', '.join(missing)}", "add the keys", image_id=image_id)
                 continue
             if not _is_int(image_id):
-                report.error("bad_id", f"image id {image_id!r} is not an integer", "use integer ids")
+                report.error("bad_id", f"image id {image_id!r} is not an integer", "use integer ids (below 2**63)")
                 continue
             width, height, file_name = item["width"], item["height"], item["file_name"]
-            if not (_is_number(width) and _is_number(height) and width >= 1 and height >= 1):
+            if not (_is_number(width) and _is_number(height) and 1 <= width < math.inf and 1 <= height < math.inf):
                 report.error(
                     "bad_image_size",
                     f"width/height {width!r}x{height!r} are not positive numbers",
@@ -514,7 +515,7 @@ class _Validator:
                 report.error("missing_key", f"categories[{position}] misses {', '.join(missing)}", "add the keys")
                 continue
             if not _is_int(item["id"]):
-                report.error("bad_id", f"category id {item['id']!r} is not an integer", "use integer ids")
+                report.error("bad_id", f"category id {item['id']!r} is not an integer", "use integer ids (below 2**63)")
                 continue
             seen[item["id"]] += 1
             categories[item["id"]] = str(item["name"])
@@ -556,7 +557,7 @@ class _Validator:
                 report.error(
                     "bad_id",
                     f"{', '.join(bad_ids)} not an integer",
-                    "use integer ids",
+                    "use integer ids (below 2**63)",
                     ann_id=ann_id,
                     image_id=image_id,
                 )
@@ -641,7 +642,8 @@ class _Validator:
             position = np.clip(np.searchsorted(known_images[order], image_ids), 0, len(order) - 1)
             sizes = wh[order][position]
         x0, y0 = xywh[:, 0], xywh[:, 1]
-        x1, y1 = x0 + xywh[:, 2], y0 + xywh[:, 3]
+        with np.errstate(over="ignore"):  # 1e308-sized boxes overflow to inf and are flagged as outside below
+            x1, y1 = x0 + xywh[:, 2], y0 + xywh[:, 3]
         width, height = sizes[:, 0], sizes[:, 1]
         with np.errstate(invalid="ignore"):
             outside = (x0 >= width) | (y0 >= height) | (x1 <= 0) | (y1 <= 0)
@@ -710,7 +712,21 @@ class _Validator:
                 )
             return
         if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
-            if image is not None and list(segmentation["size"]) != [image.height, image.width]:
+            size, counts = segmentation["size"], segmentation["counts"]
+            counts_ok = isinstance(counts, str) or (
+                isinstance(counts, list) and all(_is_int(value) and value >= 0 for value in counts)
+            )
+            if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v >= 0 for v in size)) or not (
+                counts_ok
+            ):
+                self.report.error(
+                    "bad_mask",
+                    "RLE needs size [height, width] (two integers) and counts (a string or a list of run lengths)",
+                    "re-encode the mask with pycocotools",
+                    **where,
+                )
+                return
+            if image is not None and list(size) != [image.height, image.width]:
                 self.report.error(
                     "bad_mask",
                     f"RLE size {segmentation['size']} differs from the image's [{image.height}, {image.width}]",
@@ -725,10 +741,15 @@ class _Validator:
     def _check_files(self, images: dict[int, ImageRecord]) -> None:
         from PIL import Image, UnidentifiedImageError
 
+        from mal.data.pixel_limit import MAX_IMAGE_PIXELS_ENV, pixel_limit
+
         for image in images.values():
             try:
-                with Image.open(image.path) as handle:
+                with pixel_limit() as limit, Image.open(image.path) as handle:
                     width, height = _oriented_size(handle)
+                    pixels = handle.width * handle.height
+            except Image.DecompressionBombError:
+                pixels, limit = math.inf, 0
             except FileNotFoundError:
                 self.report.error(
                     "missing_image",
@@ -742,6 +763,14 @@ class _Validator:
                     "unreadable_image",
                     f"{image.path} cannot be read as an image ({exc})",
                     "replace the file with a valid image",
+                    image_id=image.id,
+                )
+                continue
+            if pixels > limit:
+                self.report.error(
+                    "image_too_large",
+                    f"{image.path} has more pixels than the decompression-bomb limit ({MAX_IMAGE_PIXELS_ENV})",
+                    f"downscale or tile the image, or raise {MAX_IMAGE_PIXELS_ENV} if it is genuine",
                     image_id=image.id,
                 )
                 continue

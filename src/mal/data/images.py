@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mal.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_ENV, max_image_pixels, pixel_limit
 from mal.errors import DataError
 
-MAX_IMAGE_PIXELS_ENV = "MAL_MAX_IMAGE_PIXELS"
-DEFAULT_MAX_IMAGE_PIXELS = 400_000_000  # 20k x 20k; far above camera and microscopy tiles
-
-
-def max_image_pixels() -> int:
-    return int(float(os.environ.get(MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS)))
+__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "MAX_IMAGE_PIXELS_ENV", "max_image_pixels", "read_image"]
 
 
 def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
@@ -28,14 +23,11 @@ def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
     """
     limit = max_image_pixels()
     try:
-        with warnings.catch_warnings():
-            # Our own limit below replaces PIL's warning threshold.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as handle:
-                if handle.width * handle.height > limit:
-                    raise _too_large(path, handle.width * handle.height, limit)
-                handle = ImageOps.exif_transpose(handle)
-                array = _to_rgb_array(handle)
+        with pixel_limit() as limit, Image.open(path) as handle:
+            if handle.width * handle.height > limit:
+                raise _too_large(path, handle.width * handle.height, limit)
+            handle = ImageOps.exif_transpose(handle)
+            array = _to_rgb_array(handle)
     except Image.DecompressionBombError as exc:
         raise _too_large(path, None, limit) from exc
     except FileNotFoundError as exc:

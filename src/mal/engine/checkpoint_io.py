@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Write to a temp file and rename, so a SIGKILL mid-save leaves the previous checkpoint intact."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        with atomic_open(path, "wb") as handle:
-            torch.save(checkpoint, handle)
+        try:
+            with atomic_open(path, "wb") as handle:
+                torch.save(checkpoint, handle)
+        except RuntimeError as exc:
+            # torch's zip writer reports a failed write (usually a full disk) as "unexpected pos ..."; say so.
+            folder = Path(path).parent
+            free = shutil.disk_usage(folder).free if folder.exists() else 0
+            raise OSError(
+                errno.EIO,
+                f"writing the checkpoint failed with {free:,} bytes free there (is the disk full?)",
+                str(path),
+            ) from exc
 
     def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> Any:
         return load_checkpoint_file(path, map_location=map_location or "cpu")
@@ -55,13 +67,30 @@ def load_trained_model(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any
     if not isinstance(config, dict):
         raise CheckpointError(f"checkpoint {path} carries no training spec; use a checkpoint written by mal train.")
     prefix = "mean_teacher."
-    state = {key[len(prefix):]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)}
-    model = MeanTeacher(build_student(config))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    state = {key[len(prefix) :]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)}
+    arch = (config.get("model") or {}).get("arch")
+    try:
+        model = MeanTeacher(build_student(config))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        # strict=False still raises on tensors of the wrong shape, e.g. weights of another model.arch.
+        raise CheckpointError(
+            f"checkpoint {path} does not match its own spec (model.arch={arch}): {_first_line(exc)}; "
+            "use a checkpoint written by mal train with this mal version."
+        ) from None
     if missing or unexpected:
         raise CheckpointError(
-            f"checkpoint {path} does not match its own spec (model.arch={config['model']['arch']}): "
+            f"checkpoint {path} does not match its own spec (model.arch={arch}): "
             f"{len(missing)} missing and {len(unexpected)} unexpected tensors; was it written by another mal version?"
         )
     model.eval()
     return model, config
+
+
+def _first_line(exc: BaseException) -> str:
+    """The line of an exception that names the problem (torch's load_state_dict error opens with a generic one)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    useful = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
+    return useful[:200]

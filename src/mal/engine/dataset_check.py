@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mal.data.check import dataset_check, print_report
-from mal.errors import SpecError
+from mal.errors import DataError, SpecError
 from mal.spec.schema import ExperimentSpec
 
 
@@ -19,7 +19,7 @@ def run(spec: ExperimentSpec) -> int:
     pairs = [pair for pair in pairs if pair[1]]
     if not pairs:
         raise SpecError("mal dataset check needs dataset.train_ann_path (and dataset.train_img_dir) in the spec.")
-    worst = 0
+    first_failure: str | None = None
     for name, ann_path, img_dir in pairs:
         if not img_dir:
             raise SpecError(f"the {name} annotations {ann_path} need an image folder (dataset.{name}_img_dir).")
@@ -27,5 +27,9 @@ def run(spec: ExperimentSpec) -> int:
         report = dataset_check(ann_path, img_dir, load_mask=dataset.load_mask, min_obj_size=dataset.min_obj_size,
                                max_obj_size=dataset.max_obj_size,
                                cache_dir=Path(dataset.cache_dir) if dataset.cache_dir else None)
-        worst = max(worst, print_report(report))
-    return worst
+        if print_report(report) and first_failure is None:
+            first_failure = report.summary()
+    if first_failure is not None:
+        # The job contract: exit 2 with the cause as the last stderr line (the tables above went to stdout).
+        raise DataError(first_failure)
+    return 0

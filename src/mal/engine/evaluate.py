@@ -83,11 +83,16 @@ def run(spec: ExperimentSpec) -> int:
     status = StatusFile(out_dir / "status.json")
     status.write("STARTED", message=f"evaluating {checkpoint} on {len(coco)} boxes")
     started = time.perf_counter()
-    labels = label_dataset(labeler, coco, spec, spec.evaluate.batch_size, "evaluate")
-    metrics = score_labels(coco, labels)
-    metrics["checkpoint"] = str(checkpoint)
-    metrics["seconds"] = round(time.perf_counter() - started, 3)
-    atomic_write_json(out_dir / "metrics.json", metrics)
+    try:
+        labels = label_dataset(labeler, coco, spec, spec.evaluate.batch_size, "evaluate")
+        metrics = score_labels(coco, labels)
+        metrics["checkpoint"] = str(checkpoint)
+        metrics["seconds"] = round(time.perf_counter() - started, 3)
+        atomic_write_json(out_dir / "metrics.json", metrics)
+    except Exception as exc:
+        # A STARTED with no end would read as a job still running; say why it stopped.
+        status.write("FAILURE", message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise
     kpi = {key: value for key, value in metrics.items() if isinstance(value, float)}
     status.write("SUCCESS", kpi=kpi, message="evaluation finished", metrics_path=str(out_dir / "metrics.json"))
     print(format_metrics_table(metrics, title=f"mal evaluate: {coco.ann_path.name} ({len(coco)} boxes)"))

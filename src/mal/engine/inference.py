@@ -13,7 +13,7 @@ from mal.engine.datamodule import require
 from mal.engine.labeling import BoxLabel, ground_truth
 from mal.engine.predict import Labeler, label_dataset, torch_labeler
 from mal.engine.status import StatusFile
-from mal.fileio import atomic_write_json
+from mal.fileio import atomic_write_json, remove_stale_temp_files
 from mal.metrics import instance_ious
 from mal.spec.schema import ExperimentSpec
 
@@ -53,12 +53,18 @@ def run(spec: ExperimentSpec) -> int:
                      cache_dir=Path(spec.dataset.cache_dir) if spec.dataset.cache_dir else None)
     labeler = _labeler(spec)
     status = StatusFile(Path(spec.results_dir) / "inference" / "status.json")
+    remove_stale_temp_files(out_path.parent, out_path.name)  # left by a killed earlier run of this output
     status.write("STARTED", message=f"labeling {len(coco)} boxes with {labeler.checkpoint}")
     started = time.perf_counter()
-    labels = label_dataset(labeler, coco, spec, inference.batch_size, "labeling")
+    try:
+        labels = label_dataset(labeler, coco, spec, inference.batch_size, "labeling")
+        output = labeled_coco(coco, labels)
+        atomic_write_json(out_path, output, indent=None)
+    except Exception as exc:
+        # A STARTED with no end would read as a job still running; say why it stopped (no label file was written).
+        status.write("FAILURE", message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise
     seconds = time.perf_counter() - started
-    output = labeled_coco(coco, labels)
-    atomic_write_json(out_path, output, indent=None)
     kpi = {"boxes": float(len(labels)), "boxes_per_second": len(labels) / max(seconds, 1e-9)}
     message = f"{len(labels)} boxes labeled in {seconds:.1f} s ({kpi['boxes_per_second']:.1f} boxes/s)"
     print(f"mal inference: {message}; labels written to {out_path}")

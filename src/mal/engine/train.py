@@ -15,6 +15,7 @@ from mal.engine.module import MALModule
 from mal.engine.status import StatusFile
 from mal.engine.trainer import build_trainer, resolve_devices
 from mal.errors import CheckpointError, DataError, SpecError
+from mal.fileio import remove_stale_temp_files
 from mal.model.backbone import ARCHS
 from mal.spec.schema import ExperimentSpec
 
@@ -83,6 +84,8 @@ def run(spec: ExperimentSpec) -> int:
         torch.set_num_threads(spec.train.num_threads)
     L.seed_everything(spec.train.seed, workers=True, verbose=False)
 
+    # Checkpoints half-written by a killed run hold disk space (one model each) and are never read: drop them.
+    remove_stale_temp_files(out_dir, "mal_model_*")
     status = StatusFile(out_dir / "status.json", max_epoch=spec.train.num_epochs)
     trainer, world_size = build_trainer(spec, out_dir, status, has_validation=val_coco is not None)
     config = spec.model_dump(mode="json")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import reprlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,18 @@ from mal.errors import SpecError
 from mal.spec.schema import ExperimentSpec
 
 MAX_SPEC_BYTES = 1_000_000
+
+# Error messages quote the offending value; YAML aliases can make a 1 kB file expand to billions of items
+# ("billion laughs"), so the quote is bounded instead of repr() of the whole value.
+_value_repr = reprlib.Repr()
+_value_repr.maxlevel = 2
+_value_repr.maxlist = _value_repr.maxtuple = _value_repr.maxdict = _value_repr.maxset = 4
+_value_repr.maxstring = _value_repr.maxother = 80
+
+
+def short_repr(value: Any) -> str:
+    """repr(value), cut to a few items per level and a bounded length."""
+    return _value_repr.repr(value)
 
 
 def iter_keys(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -62,7 +75,8 @@ def suggest_key(unknown: str) -> str | None:
 def _unknown_key_error(source: str, key: str) -> SpecError:
     hint = suggest_key(key)
     did_you_mean = f"; did you mean {hint}?" if hint else "; run `mal schema --out DIR` to list the valid keys."
-    return SpecError(f"{source}: unknown key {key}{did_you_mean}")
+    shown = key if key.isprintable() else short_repr(key)  # an error stays one line whatever the user typed
+    return SpecError(f"{source}: unknown key {shown}{did_you_mean}")
 
 
 def _check_known_keys(data: Mapping[str, Any], source: str) -> None:
@@ -74,12 +88,14 @@ def _check_known_keys(data: Mapping[str, Any], source: str) -> None:
         for raw_key, value in node.items():
             key = f"{prefix}{raw_key}"
             if not isinstance(raw_key, str):
-                raise SpecError(f"{source}: key {raw_key!r} under '{prefix or 'top level'}' must be a string.")
+                raise SpecError(
+                    f"{source}: key {short_repr(raw_key)} under '{prefix or 'top level'}' must be a string."
+                )
             if key in sections:
                 if value is None:
                     continue
                 if not isinstance(value, Mapping):
-                    raise SpecError(f"{source}: {key} must be a mapping of keys, got {value!r}.")
+                    raise SpecError(f"{source}: {key} must be a mapping of keys, got {short_repr(value)}.")
                 walk(value, key + ".")
             elif key not in leaves:
                 if isinstance(value, Mapping) and value:
@@ -93,15 +109,15 @@ def _check_known_keys(data: Mapping[str, Any], source: str) -> None:
 def parse_override(text: str) -> tuple[str, Any]:
     """`train.lr=1e-5` -> ("train.lr", 1e-05); the value is read as a YAML scalar or list."""
     if "=" not in text:
-        raise SpecError(f"override '{text}' must look like key.path=value, e.g. train.lr=1e-5.")
+        raise SpecError(f"override {short_repr(text)} must look like key.path=value, e.g. train.lr=1e-5.")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise SpecError(f"override '{text}' has no key before '='.")
+        raise SpecError(f"override {short_repr(text)} has no key before '='.")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise SpecError(f"override {key}: cannot read value {raw!r} ({exc.__class__.__name__}).") from None
+        raise SpecError(f"override {key}: cannot read value {short_repr(raw)} ({exc.__class__.__name__}).") from None
     # YAML 1.1 reads 1e-5 (no dot) as a string; pydantic's lax mode turns it into the float users mean.
     return key, value
 
@@ -168,7 +184,7 @@ def validate(data: Mapping[str, Any], source: str) -> ExperimentSpec:
         if first["type"] == "extra_forbidden":
             raise _unknown_key_error(source, key) from None
         value = first.get("input")
-        where = f"{key} = {value!r}" if key and not isinstance(value, Mapping) else (key or "spec")
+        where = f"{key} = {short_repr(value)}" if key and not isinstance(value, Mapping) else (key or "spec")
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         raise SpecError(f"{source}: {where}: {message}{more}.") from None
 

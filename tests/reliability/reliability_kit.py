@@ -1,0 +1,108 @@
+"""Helpers of the reliability suite: the real CLI in a subprocess, a tiny dataset, one tiny trained model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# Smaller than tests/engine's spec (crop 32, 2 epochs): the suite needs a checkpoint, not a good one.
+TINY_SPEC = """\
+results_dir: {results}
+dataset:
+  train_ann_path: {ann}
+  train_img_dir: {images}
+  crop_size: 32
+  min_obj_size: 64
+  num_workers_per_gpu: 0
+model:
+  arch: vit-tiny/16
+  mask_head_hidden_channel: 16
+  mask_head_out_channel: 16
+  vit_dpr: 0.0
+train:
+  num_epochs: {epochs}
+  batch_size: 8
+  validation_interval: 1
+  checkpoint_interval: 1
+  num_threads: 1
+evaluate:
+  batch_size: 64
+inference:
+  batch_size: 64
+"""
+
+
+def mal_env(**extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MAL_")}
+    env.update(MAL_NO_PROGRESS="1", **extra)
+    return env
+
+
+def run_mal(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mal", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or mal_env(),
+        cwd=cwd,
+    )
+
+
+def popen_mal(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mal", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env or mal_env(),
+        start_new_session=True,
+    )
+
+
+def write_spec(path: Path, ann: Path, images: Path, results: Path, epochs: int = 2) -> Path:
+    path.write_text(TINY_SPEC.format(ann=ann, images=images, results=results, epochs=epochs))
+    return path
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], *names: str) -> str:
+    """Exit 2, no traceback, and the last stderr line is the one sentence naming the culprit."""
+    assert result.returncode == 2, f"exit {result.returncode}\n{result.stderr[-3000:]}"
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines, "no error line on stderr"
+    last = lines[-1]
+    assert "error:" in last and "internal error" not in last, last
+    for name in names:
+        assert name in last, f"{name!r} not named in: {last}"
+    return last
+
+
+def leftovers(results_dir: Path) -> list[str]:
+    """Files in results_dir that a failed job must not leave: temp files, outputs, checkpoints."""
+    if not results_dir.exists():
+        return []
+    bad = []
+    for path in results_dir.rglob("*"):
+        if path.is_dir():
+            continue
+        name = path.name
+        if name.endswith(".tmp") or name.startswith(".") or name.endswith((".pth", ".onnx", ".json")):
+            if name == "status.json":
+                events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                if events and events[-1]["status"] not in ("FAILURE",):
+                    bad.append(f"{path} ends with {events[-1]['status']}")
+                continue
+            bad.append(str(path))
+    return bad
+
+
+def status_events(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -269,6 +269,51 @@ class WandbConfig(Section):
     """W&B mode; online needs WANDB_API_KEY in the environment."""
 
 
+class PretrainConfig(Section):
+    """`mal pretrain`: masked-autoencoder pretraining of the backbone on the dataset's own images."""
+
+    num_epochs: int = Field(10, ge=1, le=100000)
+    """Passes over the pretraining crops (every training box plus random_crops_per_image random crops per image)."""
+    max_steps: int = Field(0, ge=0)
+    """Stop after this many optimizer steps (0: run all num_epochs); keeps a time budget whatever the data size."""
+    batch_size: int = Field(64, ge=1, le=4096)
+    """Crops per step."""
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    """Peak AdamW learning rate (not scaled by the batch size)."""
+    wd: float = Field(0.05, ge=0.0, le=1.0)
+    """AdamW weight decay."""
+    warmup_epochs: float = Field(0.5, ge=0.0)
+    """Linear warm-up length in epochs; then a cosine decay to zero."""
+    crop_size: int | None = Field(None, ge=32, le=2048)
+    """Side of the square crops; default dataset.crop_size (the grid train will use)."""
+    random_crops_per_image: int = Field(4, ge=0, le=10000)
+    """Random crops per image and epoch, besides the crops around boxes; their sides follow the boxes' sizes."""
+    use_boxes: bool = True
+    """Also crop around every training box (with train.margin_rate), the views train will see."""
+    mask_ratio: float = Field(0.75, ge=0.0, lt=1.0)
+    """Fraction of patches hidden from the encoder."""
+    decoder_embed_dim: int = Field(128, ge=16, le=2048)
+    """Width of the light decoder (a multiple of 4 and of decoder_num_heads)."""
+    decoder_depth: int = Field(2, ge=1, le=16)
+    """Transformer blocks in the decoder."""
+    decoder_num_heads: int = Field(4, ge=1, le=64)
+    """Attention heads of the decoder."""
+    norm_pix_loss: bool = True
+    """Reconstruct each patch normalised by its own mean and variance (MAE's better target)."""
+    checkpoint_path: str | None = None
+    """Where the backbone weights go (default: results_dir/pretrain/mae_backbone.pth); give it to
+    train.pretrained_model_path."""
+
+    @model_validator(mode="after")
+    def _decoder_shape(self) -> PretrainConfig:
+        if self.decoder_embed_dim % 4 or self.decoder_embed_dim % self.decoder_num_heads:
+            raise ValueError(
+                f"pretrain.decoder_embed_dim ({self.decoder_embed_dim}) must be a multiple of 4 and of "
+                f"pretrain.decoder_num_heads ({self.decoder_num_heads})"
+            )
+        return self
+
+
 class ExperimentSpec(Section):
     """A whole `mal` spec: one file serves every action, as in TAO."""
 
@@ -281,6 +326,7 @@ class ExperimentSpec(Section):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     wandb: WandbConfig = Field(default_factory=WandbConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
 
 
 SECTION_DOCS = {
@@ -291,6 +337,7 @@ SECTION_DOCS = {
     "inference": "Writing the auto-labels: a COCO file with an RLE mask on every box.",
     "export": "ONNX export of the inference network.",
     "wandb": "Optional Weights & Biases logging.",
+    "pretrain": "Masked-autoencoder pretraining of the backbone on your own images (mal pretrain).",
 }
 
 # Which actions the skill layout describes; every action reads the whole spec.

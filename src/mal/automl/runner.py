@@ -38,9 +38,9 @@ from mal.automl.failures import Failure, classify, params_hash
 from mal.automl.platforms.base import JobRecord, Platform
 from mal.automl.platforms.contract import (
     best_checkpoint,
+    cap_batch_size,
     count_train_samples,
     deep_merge,
-    device_count,
     dump_yaml,
     epoch_metrics,
     final_event,
@@ -594,24 +594,7 @@ class _Study:
 
     def _cap_budget(self, spec: dict[str, Any]) -> list[dict[str, Any]]:
         """Cap the batch size so that an epoch has at least one step on every device; the changes made."""
-        samples = self.sample_count
-        batch = get_dotted(spec, "train.batch_size")
-        if not samples or not isinstance(batch, int):
-            return []
-        devices = device_count(spec)
-        if batch * devices <= samples:
-            return []
-        capped = max(1, samples // devices)
-        set_dotted(spec, "train.batch_size", capped)
-        return [
-            {
-                "key": "train.batch_size",
-                "from": batch,
-                "to": capped,
-                "reason": f"{samples} training samples over {devices} device(s) give zero steps per epoch at "
-                f"batch size {batch}",
-            }
-        ]
+        return cap_batch_size(spec, self.sample_count)
 
     def _search(self) -> None:
         from mal.automl.report import trials_table

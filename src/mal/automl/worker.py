@@ -39,13 +39,12 @@ from rich.console import Console
 from mal.automl.failures import Failure, classify
 from mal.automl.platforms.base import Platform
 from mal.automl.platforms.contract import (
+    cap_batch_size,
     count_train_samples,
     deep_merge,
-    device_count,
     dump_yaml,
     epoch_metrics,
     final_event,
-    get_dotted,
     read_status_events,
     set_dotted,
 )
@@ -359,7 +358,7 @@ class StudyWorker:
             # The local platform hands each trial its own GPU(s) through CUDA_VISIBLE_DEVICES.
             set_dotted(spec, "train.num_gpus", self.platform.devices_per_job)
             set_dotted(spec, "train.gpu_ids", list(range(self.platform.devices_per_job)))
-        return spec, _cap_batch_size(spec, self._sample_count)
+        return spec, cap_batch_size(spec, self._sample_count)
 
     # == watching trials ===============================================================================================
 
@@ -458,17 +457,3 @@ def _raise_stopped(signum: int, frame: object) -> None:
 
 def _params_text(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-
-
-def _cap_batch_size(spec: dict[str, Any], samples: int | None) -> list[dict[str, Any]]:
-    """Cap train.batch_size so an epoch has at least one step on every device (as the local runner does)."""
-    batch = get_dotted(spec, "train.batch_size")
-    if not samples or not isinstance(batch, int):
-        return []
-    devices = device_count(spec)
-    if batch * devices <= samples:
-        return []
-    capped = max(1, samples // devices)
-    set_dotted(spec, "train.batch_size", capped)
-    reason = f"{samples} training samples over {devices} device(s) give zero steps per epoch at batch size {batch}"
-    return [{"key": "train.batch_size", "from": batch, "to": capped, "reason": reason}]

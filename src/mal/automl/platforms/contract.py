@@ -86,6 +86,20 @@ def device_count(spec: Mapping[str, Any]) -> int:
     return max(gpus, len(gpu_ids) if len(gpu_ids) > 1 else 1) * nodes
 
 
+def cap_batch_size(spec: dict[str, Any], samples: int | None) -> list[dict[str, Any]]:
+    """Cap train.batch_size in place so an epoch has at least one step on every device; the changes made."""
+    batch = get_dotted(spec, "train.batch_size")
+    if not samples or not isinstance(batch, int):
+        return []
+    devices = device_count(spec)
+    if batch * devices <= samples:
+        return []
+    capped = max(1, samples // devices)
+    set_dotted(spec, "train.batch_size", capped)
+    reason = f"{samples} training samples over {devices} device(s) give zero steps per epoch at batch size {batch}"
+    return [{"key": "train.batch_size", "from": batch, "to": capped, "reason": reason}]
+
+
 def count_train_samples(spec: Mapping[str, Any]) -> int | None:
     """Boxes the training will use, counted from a local `dataset.train_ann_path` with plain json.
 

@@ -14,12 +14,12 @@ import yaml
 from torch import nn
 
 from mal import __version__
+from mal.automl.platforms.contract import read_status_events
 from mal.cli import main as mal_main
 from mal.engine.checkpoint_io import load_trained_model
 from mal.engine.export import export_onnx, run
 from mal.engine.module import MALModule, inference_net
 from mal.engine.onnx_backend import OnnxMaskNet
-from mal.engine.status import read_status
 from mal.errors import CheckpointError
 from mal.spec import load_spec
 
@@ -94,7 +94,7 @@ def test_export_matches_pytorch_at_two_batch_sizes(
         assert got.shape == (batch, 1, CROP // 4, CROP // 4)
         torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
 
-    events = read_status(tmp_path / "export" / "status.json")
+    events = read_status_events(tmp_path, "export")
     assert [e["status"] for e in events] == ["STARTED", "SUCCESS"]
     assert events[-1]["onnx_file"] == str(onnx_file)
 
@@ -145,7 +145,7 @@ def test_default_checkpoint_is_best_then_latest(tmp_path: Path) -> None:
 
     best = write_checkpoint(train_dir / "mal_model_best.pth", seed=2)
     run(spec)
-    events = read_status(tmp_path / "export" / "status.json")
+    events = read_status_events(tmp_path, "export")
     assert events[-1]["status"] == "SUCCESS" and events[-1]["checkpoint"] == str(best)
     net = OnnxMaskNet(tmp_path / "export" / "mal_model.onnx")
     torch.testing.assert_close(net(crops), torch_logits(best, {}, crops), atol=ATOL, rtol=0)
@@ -182,7 +182,7 @@ def test_missing_checkpoint_exits_2_and_writes_nothing(tmp_path: Path, capsys: p
     assert "no checkpoint found" in last_line and "export.checkpoint" in last_line
     export_dir = tmp_path / "results" / "export"
     assert sorted(p.name for p in export_dir.iterdir()) == ["status.json"]
-    assert [e["status"] for e in read_status(export_dir / "status.json")] == ["STARTED", "FAILURE"]
+    assert [e["status"] for e in read_status_events(export_dir.parent, "export")] == ["STARTED", "FAILURE"]
 
     missing = tmp_path / "nope.pth"
     assert mal_main(["export", "-e", str(spec_file), f"export.checkpoint={missing}"]) == 2

@@ -2,7 +2,8 @@
 
 Each event: {"status": STARTED|RUNNING|SUCCESS|FAILURE, "epoch", "max_epoch", "kpi", "message", "time", ...}.
 Lines are appended with a flush and fsync each, so a reader never sees a half line unless the writer died
-mid-write; readers skip such a last line.
+mid-write; the reader (`mal.automl.platforms.contract.read_status_events`, the job contract's side) skips such a
+last line.
 """
 
 from __future__ import annotations
@@ -51,20 +52,3 @@ class StatusFile:
             handle.flush()
             os.fsync(handle.fileno())
         return event
-
-
-def read_status(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """All complete events of a status.json (a torn last line from a killed writer is skipped)."""
-    events = []
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    for line in text.splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(event, dict) and "status" in event:
-            events.append(event)
-    return events

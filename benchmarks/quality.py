@@ -8,7 +8,7 @@ One command per dataset, e.g.
 The protocol:
 1. The ground-truth masks are hidden: `mal train` and `mal inference` only see `boxes.json`, a copy of the
    annotation file with every `segmentation` removed (and validation off, so no checkpoint is chosen by GT).
-2. Optional: `mal pretrain` (MAE on the same images) when the spec has a `pretrain` section with `enable: true`.
+2. Optional: `mal pretrain` (MAE on the same images) when the spec has a `pretrain` section.
 3. `mal train` on those boxes, then `mal inference` labels the same boxes; both are timed (the budget).
 4. The label file is scored against the hidden masks with the engine's own scorer (mIoU overall and by size,
    mask AP), next to two peers computed here on the same boxes: the box filled as the mask, and OpenCV GrabCut
@@ -83,7 +83,7 @@ def spec_has_pretrain(spec_path: Path) -> bool:
     import yaml
 
     spec = yaml.safe_load(spec_path.read_text()) or {}
-    return bool((spec.get("pretrain") or {}).get("enable", False))
+    return "pretrain" in spec
 
 
 # ------------------------------------------------------------------------------------------------ peers

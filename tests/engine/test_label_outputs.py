@@ -114,7 +114,8 @@ def test_inference_without_checkpoint_is_a_user_error(tiny_spec, tmp_path):
     assert "no checkpoint found" in result.stderr.strip().splitlines()[-1]
 
 
-def test_onnxruntime_backend_labels_like_pytorch(trained, tiny_spec, tmp_path):
+@pytest.mark.parametrize("refine_iter", [0, 10])
+def test_onnxruntime_backend_labels_like_pytorch(trained, tiny_spec, tmp_path, refine_iter):
     onnx_file = tmp_path / "model.onnx"
     result = run_mal("export", "-e", str(tiny_spec), f"results_dir={trained}", f"export.onnx_file={onnx_file}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -123,13 +124,43 @@ def test_onnxruntime_backend_labels_like_pytorch(trained, tiny_spec, tmp_path):
         out = tmp_path / f"{backend}.json"
         result = run_mal("inference", "-e", str(tiny_spec), f"results_dir={trained}",
                          f"inference.backend={backend}", f"export.onnx_file={onnx_file}",
-                         f"inference.label_dump_path={out}")
+                         f"inference.label_dump_path={out}", f"inference.crf_refine_iter={refine_iter}")
         assert result.returncode == 0, result.stderr[-3000:]
         outputs[backend] = json.loads(out.read_text())["annotations"]
     torch_rles = [a["segmentation"] for a in outputs["torch"]]
     onnx_rles = [a["segmentation"] for a in outputs["onnxruntime"]]
     agreement = instance_ious(onnx_rles, torch_rles)
     assert agreement.min() > 0.97, agreement.min()
+
+
+def test_test_time_crf_refinement_changes_the_masks_and_the_scores(trained, tiny_spec, synthetic, tmp_path):
+    """`crf_refine_iter` reaches evaluate (its mIoU moves) and inference (masks differ, still inside the boxes)."""
+    scores, labels = {}, {}
+    for refine_iter in (0, 10):
+        result = run_mal("evaluate", "-e", str(tiny_spec), f"results_dir={trained}",
+                         f"dataset.val_ann_path={synthetic / 'annotations.json'}",
+                         f"dataset.val_img_dir={synthetic / 'images'}", f"evaluate.crf_refine_iter={refine_iter}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        scores[refine_iter] = status_events(trained, "evaluate")[-1]["kpi"]["mIoU"]
+        out = tmp_path / f"labels_{refine_iter}.json"
+        result = run_mal("inference", "-e", str(tiny_spec), f"results_dir={trained}",
+                         f"inference.label_dump_path={out}", f"inference.crf_refine_iter={refine_iter}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        labels[refine_iter] = json.loads(out.read_text())["annotations"]
+    assert scores[0] != scores[10]
+    plain = [a["segmentation"] for a in labels[0]]
+    refined = [a["segmentation"] for a in labels[10]]
+    assert instance_ious(plain, refined).mean() < 0.999
+    for ann, mask in zip(labels[10], refined):
+        x, y, w, h = ann["bbox"]
+        box = decode_rle(box_fill_rle([[x, y, x + w, y + h]], tuple(mask["size"]))[0]).astype(bool)
+        assert not (decode_rle(mask).astype(bool) & ~box).any(), ann["id"]
+
+
+def test_even_refinement_window_is_a_spec_error(tiny_spec):
+    result = run_mal("inference", "-e", str(tiny_spec), "inference.crf_refine_kernel_size=4")
+    assert result.returncode == 2
+    assert "inference.crf_refine_kernel_size" in result.stderr and "odd" in result.stderr
 
 
 def test_gallery_command_on_a_label_file(trained, tiny_spec, synthetic, tmp_path):

@@ -11,6 +11,7 @@ from mal.data.coco import CocoBoxes, load_coco
 from mal.engine.common import resolve_checkpoint
 from mal.engine.datamodule import require
 from mal.engine.labeling import BoxLabel, ground_truth
+from mal.engine.module import test_time_refiner
 from mal.engine.predict import Labeler, label_dataset, torch_labeler
 from mal.engine.status import StatusFile
 from mal.fileio import atomic_write_json, remove_stale_temp_files
@@ -37,7 +38,8 @@ def _labeler(spec: ExperimentSpec) -> Labeler:
 
         onnx_path = onnx_file_for(spec)
         net = OnnxMaskNet(onnx_path, num_threads=spec.train.num_threads)
-        return Labeler(predict=net, crop_size=net.crop_size, device=net.device, checkpoint=onnx_path)
+        return Labeler(predict=net, crop_size=net.crop_size, device=net.device, checkpoint=onnx_path,
+                       refine=test_time_refiner(spec.inference.model_dump()))
     checkpoint = resolve_checkpoint(spec, spec.inference.checkpoint, "inference.checkpoint")
     return torch_labeler(checkpoint, spec.inference)
 

@@ -5,7 +5,7 @@ Validation, `mal evaluate` and `mal inference` all label through `label_batch`, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ import torch
 
 from mal.data.coco import CocoBoxes
 from mal.masks import RLE, paste_masks, rle_area, segmentation_to_rle, thresholds_for
+from mal.model.refine import CrfRefiner
 
 MaskPredictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -31,11 +32,15 @@ class BoxLabel:
 
 
 def label_batch(predict: MaskPredictor, batch: dict[str, torch.Tensor], mask_thres: Sequence[float],
-                device: torch.device | str = "cpu") -> list[BoxLabel]:
-    """Predict and paste the masks of one label-loader batch (boxes of one or more images)."""
+                device: torch.device | str = "cpu", refine: CrfRefiner | None = None) -> list[BoxLabel]:
+    """Predict (and optionally CRF-refine) and paste the masks of one label-loader batch (boxes of one or more
+    images)."""
     with torch.inference_mode():
-        logits = predict(batch["image"].to(device, non_blocking=True))
-        probs = torch.sigmoid(logits.float()).squeeze(1).cpu()
+        crops = batch["image"].to(device, non_blocking=True)
+        probs = torch.sigmoid(predict(crops).float())
+        if refine is not None:
+            probs = refine(probs, crops, batch["box_mask"].to(device, non_blocking=True))
+        probs = probs.squeeze(1).cpu()
     boxes = batch["box"].numpy().astype(np.float64)
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     thresholds = thresholds_for(areas, list(mask_thres) if len(mask_thres) > 1 else mask_thres[0])
@@ -53,12 +58,6 @@ def label_batch(predict: MaskPredictor, batch: dict[str, torch.Tensor], mask_thr
                 area=int(result["area"]), score=float(result["score"]),
             )
     return [label for label in labels if label is not None]
-
-
-def label_loader(predict: MaskPredictor, loader: Iterable[dict[str, torch.Tensor]], mask_thres: Sequence[float],
-                 device: torch.device | str = "cpu") -> Iterator[list[BoxLabel]]:
-    for batch in loader:
-        yield label_batch(predict, batch, mask_thres, device)
 
 
 def ground_truth(coco: CocoBoxes, ann_ids: Sequence[int]) -> tuple[list[RLE], np.ndarray]:

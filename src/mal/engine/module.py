@@ -20,6 +20,7 @@ from mal.metrics import instance_ious
 from mal.model.inference import InferenceNet
 from mal.model.losses import LossConfig, mal_losses
 from mal.model.mal import MeanTeacher, build_masknet
+from mal.model.refine import CrfRefiner
 
 
 class NonFiniteLossError(RuntimeError):
@@ -64,6 +65,18 @@ def inference_net(mean_teacher: MeanTeacher, options: dict[str, Any]) -> Inferen
         use_teacher=options.get("use_teacher_test", True),
         use_mixed=options.get("use_mixed_model_test", False),
         use_flip=options.get("use_flip_test", False),
+    )
+
+
+def test_time_refiner(options: dict[str, Any]) -> CrfRefiner | None:
+    """The test-time CRF refinement the `evaluate`/`inference` options ask for; None when crf_refine_iter is 0."""
+    if not options.get("crf_refine_iter"):
+        return None
+    return CrfRefiner(
+        num_iter=options["crf_refine_iter"],
+        size_ratio=options["crf_refine_size_ratio"],
+        kernel_size=options["crf_refine_kernel_size"],
+        zeta=options["crf_refine_zeta"],
     )
 
 
@@ -133,8 +146,9 @@ class MALModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         coco = self.trainer.datamodule.val_coco  # type: ignore[attr-defined]
-        net = inference_net(self.mean_teacher, self.config["evaluate"])
-        labels = label_batch(net, batch, self.config["train"]["mask_thres"], self.device)
+        options = self.config["evaluate"]
+        net = inference_net(self.mean_teacher, options)
+        labels = label_batch(net, batch, self.config["train"]["mask_thres"], self.device, test_time_refiner(options))
         gt_rles, _ = ground_truth(coco, [label.ann_id for label in labels])
         self._val["iou"].append(instance_ious([label.segmentation for label in labels], gt_rles))
         self._val["category"].append(np.asarray([label.category_id for label in labels], dtype=np.int64))

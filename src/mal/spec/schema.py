@@ -12,9 +12,19 @@ Extra metadata for the skill layout lives in `json_schema_extra` of a field:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+def _must_be_odd(value: int) -> int:
+    if value % 2 == 0:
+        raise ValueError(f"must be odd, got {value}")
+    return value
+
+
+OddKernel = Annotated[int, AfterValidator(_must_be_odd)]
+"""A CRF window size: odd, so the window has a centre pixel."""
 
 ARCHS = ("vit-tiny/16", "vit-small/16", "vit-mae-base/16", "vit-mae-large/16", "vit-mae-huge/14")
 
@@ -165,7 +175,7 @@ class TrainConfig(Section):
     """Weight of the CRF (mean-field) self-training loss."""
     loss_crf_step: int = Field(4000, ge=0)
     """Steps over which the CRF weight ramps up linearly from 0."""
-    crf_kernel_size: int = Field(3, ge=3, le=11)
+    crf_kernel_size: OddKernel = Field(3, ge=3, le=11)
     """Window of the pairwise colour-affinity kernel (odd)."""
     crf_num_iter: int = Field(100, ge=1, le=1000)
     """Mean-field iterations."""
@@ -179,13 +189,6 @@ class TrainConfig(Section):
     """The mean-field runs at the output resolution divided by this."""
     num_threads: int = Field(0, ge=0, le=1024)
     """CPU threads for torch (0: torch's default)."""
-
-    @field_validator("crf_kernel_size")
-    @classmethod
-    def _odd_kernel(cls, value: int) -> int:
-        if value % 2 == 0:
-            raise ValueError(f"must be odd, got {value}")
-        return value
 
     @field_validator("margin_rate", "test_margin_rate")
     @classmethod
@@ -222,6 +225,16 @@ class TestTimeConfig(Section):
     """Average the student's and the teacher's probabilities."""
     use_flip_test: bool = False
     """Average the prediction with that of the horizontally flipped crop."""
+    crf_refine_iter: int = Field(0, ge=0, le=200)
+    """Mean-field iterations that refine each predicted mask on its crop's colours (the training loss's CRF, run
+    from the network's probabilities at test time); 0: off. The CPU presets use 10: boundaries follow colour edges
+    that the coarse network output blurs."""
+    crf_refine_size_ratio: float = Field(2.0, gt=0.0, le=4.0)
+    """Resolution of the test-time refinement: this times the network's output size (crop/4), at most the crop."""
+    crf_refine_kernel_size: OddKernel = Field(5, ge=3, le=11)
+    """Window of the test-time refinement's colour affinity (odd)."""
+    crf_refine_zeta: float = Field(0.1, gt=0.0, le=10.0)
+    """Colour bandwidth of the test-time refinement on ImageNet-normalised pixels (like train.crf_zeta)."""
 
 
 class EvaluateConfig(TestTimeConfig):

@@ -1,0 +1,52 @@
+"""The statistic issue 10's verdict rests on: budget to reach random search's final regret, and its spread."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+hpo = pytest.importorskip("hpo")
+
+
+def _runs(algorithm: str, task: str, curves: list[list[float]]) -> list[dict]:
+    """Runs whose best-so-far accuracy is given per charged epoch (one row per seed)."""
+    return [{"algorithm": algorithm, "task": task, "best_so_far": list(c), "seconds": 0.0, "recommendations": 1}
+            for c in curves]
+
+
+def test_ffe_to_reach_is_the_first_budget_at_or_under_the_target() -> None:
+    grid = np.arange(1, 6) / 1.0
+    assert hpo.ffe_to_reach(np.array([5.0, 4.0, 2.0, 2.0, 1.0]), 2.0, grid) == 3.0
+    assert hpo.ffe_to_reach(np.array([5.0, 4.0, 3.0, 3.0, 3.0]), 2.0, grid) == math.inf
+
+
+def test_summary_gives_median_task_ffe_and_a_bootstrap_interval() -> None:
+    epochs = hpo.MAX_EPOCH
+    budget = hpo.BUDGET_FFE * epochs  # 30 FFE
+    ramp = np.linspace(50.0, 90.0, budget)  # random search: reaches 90 only at the end
+    fast = np.minimum(np.linspace(50.0, 150.0, budget), 95.0)  # reaches 90 at 12 FFE, then 95
+    quick = np.minimum(np.linspace(50.0, 450.0, budget), 95.0)  # reaches 90 at 3 FFE
+    slow = np.minimum(np.linspace(50.0, 110.0, budget), 95.0)  # reaches 90 at 20 FFE
+    runs = []
+    for task in ("a", "b", "c"):
+        runs += _runs("random", task, [ramp + 0.01 * s for s in range(6)])
+        runs += _runs("fast", task, [fast - 0.01 * s for s in range(6)])
+        runs += _runs("mixed", task, [quick] * 3 + [slow] * 3)  # half its seeds are lucky
+    summary = hpo.summarise(runs, ["random", "fast", "mixed"], ["a", "b", "c"])
+    fast_entry = summary["algorithms"]["fast"]
+    # best_any = 95.05; random's median final regret is about 95.05 - 90.03; `fast` gets there near 12 FFE
+    assert fast_entry["ffe_to_random_final_median_task"] == pytest.approx(12.0, abs=0.1)
+    low, high = fast_entry["ffe_to_random_final_interval90"]
+    assert low == pytest.approx(12.0, abs=0.2) and high == pytest.approx(12.0, abs=0.2)  # seeds agree: no spread
+    assert fast_entry["probability_within_target"] == 0.0
+    mixed = summary["algorithms"]["mixed"]
+    low, high = mixed["ffe_to_random_final_interval90"]
+    assert low <= 3.1 and high >= 19.9  # which seeds a draw holds decides between 3 and 20 FFE
+    assert 0.05 < mixed["probability_within_target"] < 0.95
+    assert summary["algorithms"]["random"]["ffe_to_random_final_median_task"] == pytest.approx(30.0, abs=0.1)

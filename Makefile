@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint schema docs bench clean
+.PHONY: demo test lint docs quality clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ lint: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/mal schema --docs docs/SPEC.md
+
+# The auto-label quality table of docs/QUALITY.md (about 5 minutes on a quiet 2-core CPU, data from ../shared).
+quality: $(STAMP)
+	$(BIN)/python benchmarks/quality.py ../shared/data/dsb2018_dev --spec specs/cpu_nuclei.yaml
+	$(BIN)/python benchmarks/quality.py ../shared/data/coco128_dev --spec specs/cpu_natural.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache results

@@ -351,71 +351,35 @@ def main() -> None:
             **{key: round(data[key], 2) if isinstance(data[key], float) else data[key] for key in keys},
         }
 
+    labeling_keys = [
+        "boxes",
+        "labeled",
+        "rss_mib_after_warmup",
+        "rss_mib_peak",
+        "handles_before",
+        "handles_max",
+        "handles_end",
+        "ms_per_box_first_quarter",
+        "ms_per_box_last_quarter",
+    ]
+    study_keys = [
+        "finished",
+        "unique_rec_ids",
+        "seconds",
+        "runner_rss_mib_after_warmup",
+        "runner_rss_mib_peak",
+        "runner_handles_after_warmup",
+        "runner_handles_max",
+        "s_per_trial_first_quarter",
+        "s_per_trial_last_quarter",
+    ]
     tables = [
         (
             "Labeling (in-process, per batch)",
-            [
-                "run",
-                "boxes",
-                "labeled",
-                "rss_mib_after_warmup",
-                "rss_mib_peak",
-                "handles_before",
-                "handles_max",
-                "handles_end",
-                "ms_per_box_first_quarter",
-                "ms_per_box_last_quarter",
-            ],
-            [
-                row(
-                    f"{args.boxes:,} boxes",
-                    labeling,
-                    [
-                        "boxes",
-                        "labeled",
-                        "rss_mib_after_warmup",
-                        "rss_mib_peak",
-                        "handles_before",
-                        "handles_max",
-                        "handles_end",
-                        "ms_per_box_first_quarter",
-                        "ms_per_box_last_quarter",
-                    ],
-                )
-            ],
+            ["run", *labeling_keys],
+            [row(f"{args.boxes:,} boxes", labeling, labeling_keys)],
         ),
-        (
-            "Study (runner process, sampled)",
-            [
-                "run",
-                "finished",
-                "unique_rec_ids",
-                "seconds",
-                "runner_rss_mib_after_warmup",
-                "runner_rss_mib_peak",
-                "runner_handles_after_warmup",
-                "runner_handles_max",
-                "s_per_trial_first_quarter",
-                "s_per_trial_last_quarter",
-            ],
-            [
-                row(
-                    f"{args.trials} trials",
-                    study,
-                    [
-                        "finished",
-                        "unique_rec_ids",
-                        "seconds",
-                        "runner_rss_mib_after_warmup",
-                        "runner_rss_mib_peak",
-                        "runner_handles_after_warmup",
-                        "runner_handles_max",
-                        "s_per_trial_first_quarter",
-                        "s_per_trial_last_quarter",
-                    ],
-                )
-            ],
-        ),
+        ("Study (runner process, sampled)", ["run", *study_keys], [row(f"{args.trials} trials", study, study_keys)]),
         (
             "SIGKILLed trainings, resumed with auto",
             ["run", "delay_s", "killed", "checkpoints_at_kill", "resume_exit", "final_epoch", "finite"],

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/soak.py                       # 20,000 boxes, 200 trials, 10 killed trainings
     .venv/bin/python benchmarks/soak.py --boxes 2000 --trials 30 --kills 2   # a quick look
 
-Writes benchmarks/results/soak.{json,md}. The CI suite (tests/reliability/test_load.py) runs the same functions
+Writes benchmarks/results/soak.{json,md}. The CI suite (tests/reliability/test_load_soak.py) runs the same functions
 scaled down and asserts no handle leak and bounded memory growth.
 
 - labeling: the real pipeline (checkpoint -> label loader -> network -> paste + RLE), batch by batch in this
@@ -31,30 +31,10 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-JOBS = REPO / "tests" / "automl" / "jobs"
+sys.path[:0] = [str(REPO / "tests" / "automl" / "jobs"), str(REPO / "tests" / "reliability")]
 
-TRAIN_SPEC = """\
-results_dir: {results}
-dataset:
-  train_ann_path: {ann}
-  train_img_dir: {images}
-  crop_size: 32
-  min_obj_size: 64
-  num_workers_per_gpu: 0
-model:
-  arch: vit-tiny/16
-  mask_head_hidden_channel: 16
-  mask_head_out_channel: 16
-  vit_dpr: 0.0
-train:
-  num_epochs: {epochs}
-  batch_size: 8
-  validation_interval: 1
-  checkpoint_interval: 1
-  num_threads: 1
-inference:
-  batch_size: {batch}
-"""
+from reliability_kit import mal_env, run_mal, write_spec  # noqa: E402  (test helpers, shared on purpose)
+from study_kit import automl_run_command, launches, write_dummy_study  # noqa: E402
 
 
 def rss_mib(pid: int | str = "self") -> float:
@@ -66,24 +46,6 @@ def rss_mib(pid: int | str = "self") -> float:
 
 def open_handles(pid: int | str = "self") -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MAL_")}
-    env.update(MAL_NO_PROGRESS="1", **extra)
-    return env
-
-
-def _mal(*args: Any, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mal", *map(str, args)], capture_output=True, text=True, env=_env(), **kwargs
-    )
-
-
-def write_train_spec(root: Path, ann: Path, images: Path, results: Path, epochs: int = 2, batch: int = 64) -> Path:
-    path = root / "spec.yaml"
-    path.write_text(TRAIN_SPEC.format(ann=ann, images=images, results=results, epochs=epochs, batch=batch))
-    return path
 
 
 def make_box_dataset(root: Path, boxes: int, boxes_per_image: int = 20) -> Path:
@@ -113,8 +75,8 @@ def make_box_dataset(root: Path, boxes: int, boxes_per_image: int = 20) -> Path:
 
 def train_checkpoint(root: Path, ann: Path, images: Path) -> Path:
     results = root / "trained"
-    spec = write_train_spec(root, ann, images, results)
-    result = _mal("train", "-e", spec, timeout=900)
+    spec = write_spec(root / "spec.yaml", ann, images, results)
+    result = run_mal("train", "-e", spec, timeout=900)
     if result.returncode:
         raise RuntimeError(result.stderr[-2000:])
     return (results / "train" / "mal_model_latest.pth").resolve()
@@ -186,44 +148,18 @@ def label_soak(ann: Path, images: Path, checkpoint: Path, batch_size: int = 64) 
 
 def study_soak(root: Path, trials: int, concurrent: int = 4, sample_s: float = 0.1) -> dict[str, Any]:
     """A random-search study of `trials` dummy jobs through `mal automl run`, sampled from outside."""
-    import yaml
-
-    sys.path.insert(0, str(JOBS))
-    from study_kit import dummy_command, launches, make_skill_dir, spec_overrides
-
     log = root / "launches.log"
-    study = {
-        "skill_dir": str(make_skill_dir(root)),
-        "workspace_dir": str(root / "ws"),
-        "algorithm": "random",
-        "automl_settings": {
-            "automl_max_recommendations": trials,
-            "automl_max_epochs": 1,
-            "automl_max_concurrent": concurrent,
-            "run_baseline": False,
-            "run_final_evaluation": False,
-        },
-        "spec_overrides": spec_overrides(root),
-        "command": dummy_command(),
-    }
-    study_file = root / "automl.yaml"
-    study_file.write_text(yaml.safe_dump(study))
-    env = _env(MAL_DUMMY_STARTED_LOG=str(log), MAL_DUMMY_SLEEP="0.01")
+    study_file = write_dummy_study(
+        root,
+        root / "ws",
+        automl_max_recommendations=trials,
+        automl_max_epochs=1,
+        automl_max_concurrent=concurrent,
+    )
+    env = mal_env(MAL_DUMMY_STARTED_LOG=str(log), MAL_DUMMY_SLEEP="0.01")
     started = time.perf_counter()
     runner = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mal",
-            "automl",
-            "run",
-            "-e",
-            str(study_file),
-            "--yes",
-            "--no-live",
-            "--poll-interval",
-            "0.05",
-        ],
+        automl_run_command(study_file),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -283,10 +219,10 @@ def kill_soak(root: Path, ann: Path, images: Path, runs: int, epochs: int = 4, s
     outcomes = []
     for run in range(runs):
         results = root / f"kill_{run}"
-        spec = write_train_spec(root, ann, images, results, epochs=epochs)
+        spec = write_spec(root / "spec.yaml", ann, images, results, epochs=epochs)
         process = subprocess.Popen(
             [sys.executable, "-m", "mal", "train", "-e", str(spec)],
-            env=_env(),
+            env=mal_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -301,7 +237,7 @@ def kill_soak(root: Path, ann: Path, images: Path, runs: int, epochs: int = 4, s
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         at_kill = len(list((results / "train").glob("mal_model_epoch_*.pth")))
-        resumed = _mal("train", "-e", spec, "train.resume_training_checkpoint_path=auto", timeout=900)
+        resumed = run_mal("train", "-e", spec, "train.resume_training_checkpoint_path=auto", timeout=900)
         latest = torch.load(results / "train" / "mal_model_latest.pth", weights_only=True)
         finite = all(torch.isfinite(t).all() for t in latest["state_dict"].values() if t.is_floating_point())
         outcomes.append(

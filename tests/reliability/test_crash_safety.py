@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "automl" / "jobs"))
 from reliability_kit import mal_env, popen_mal, run_mal, status_events, write_spec
-from study_kit import dummy_command, launches, make_skill_dir, spec_overrides
+from study_kit import automl_run_command, launches, write_dummy_study
 
 pytestmark = pytest.mark.slow
 
@@ -148,37 +147,12 @@ def test_sigkilled_trials_are_concluded_once_and_the_study_finishes(tmp_path):
     """Two trials' jobs are SIGKILLed mid-epoch: each is recorded failed (killed) once, nothing is lost or rerun."""
     log = tmp_path / "launches.log"
     ws = tmp_path / "ws"
-    study = {
-        "skill_dir": str(make_skill_dir(tmp_path)),
-        "workspace_dir": str(ws),
-        "algorithm": "random",
-        "automl_settings": {
-            "automl_max_recommendations": 6,
-            "automl_max_epochs": 3,
-            "automl_max_concurrent": 2,
-            "run_baseline": False,
-            "run_final_evaluation": False,
-        },
-        "spec_overrides": spec_overrides(tmp_path),
-        "command": dummy_command(),
-    }
-    study_file = tmp_path / "automl.yaml"
-    study_file.write_text(yaml.safe_dump(study))
+    study_file = write_dummy_study(
+        tmp_path, ws, automl_max_recommendations=6, automl_max_epochs=3, automl_max_concurrent=2
+    )
     env = {**mal_env(), "MAL_DUMMY_STARTED_LOG": str(log), "MAL_DUMMY_SLEEP": "0.4"}
     runner = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mal",
-            "automl",
-            "run",
-            "-e",
-            str(study_file),
-            "--yes",
-            "--no-live",
-            "--poll-interval",
-            "0.05",
-        ],
+        automl_run_command(study_file),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "automl" / "jobs"))
 from reliability_kit import mal_env
-from study_kit import dummy_command, make_skill_dir, spec_overrides
+from study_kit import automl_run_command, write_dummy_study
 
 ROOT = Path(__file__).parents[2]
 SCANNED = [ROOT / "src" / "mal", ROOT / "benchmarks"]
@@ -97,32 +96,19 @@ SETTINGS_KEY = "settings-planted-llm-key-abcdef123456"
 @pytest.mark.slow
 def test_secrets_never_reach_a_file_stdout_or_stderr_of_a_study(tmp_path):
     ws = tmp_path / "ws"
-    study = {
-        "skill_dir": str(make_skill_dir(tmp_path)),
-        "workspace_dir": str(ws),
-        "algorithm": "random",
-        "automl_settings": {
-            "automl_max_recommendations": 3,
-            "automl_max_epochs": 2,
-            "run_baseline": True,
-            "run_final_evaluation": True,
-            "llm_api_key": SETTINGS_KEY,
-        },
-        "spec_overrides": spec_overrides(tmp_path),
-        "command": dummy_command(),
-    }
-    study_file = tmp_path / "automl.yaml"
-    study_file.write_text(yaml.safe_dump(study))
+    study_file = write_dummy_study(
+        tmp_path,
+        ws,
+        automl_max_recommendations=3,
+        automl_max_epochs=2,
+        run_baseline=True,
+        run_final_evaluation=True,
+        llm_api_key=SETTINGS_KEY,
+    )
     env = {**mal_env(**SECRETS), "MAL_DUMMY_SLEEP": "0.02"}
     outputs = []
     base = [sys.executable, "-m", "mal", "automl"]
-    run = subprocess.run(
-        [*base, "run", "-e", str(study_file), "--yes", "--no-live", "--poll-interval", "0.05"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    run = subprocess.run(automl_run_command(study_file), env=env, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]
     outputs += [run.stdout, run.stderr]
     run_dir = sorted(ws.glob("run_*"))[-1]

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from mal.spec.export import write_skill_dir
 
 DUMMY_JOB = Path(__file__).with_name("dummy_job.py")
@@ -54,6 +56,27 @@ def spec_overrides(root: Path, boxes: int = 40, **extra: Any) -> dict[str, Any]:
         "dataset.min_obj_size": 0,
         **extra,
     }
+
+
+def write_dummy_study(root: Path, workspace: Path, **settings: Any) -> Path:
+    """automl.yaml for a random search of dummy jobs; baseline and final evaluation off unless `settings` say."""
+    study = {
+        "skill_dir": str(make_skill_dir(root)),
+        "workspace_dir": str(workspace),
+        "algorithm": "random",
+        "automl_settings": {"run_baseline": False, "run_final_evaluation": False, **settings},
+        "spec_overrides": spec_overrides(root),
+        "command": dummy_command(),
+    }
+    path = root / "automl.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def automl_run_command(study_file: Path) -> list[str]:
+    """`mal automl run` without prompts or the live table, polling its jobs every 50 ms."""
+    return [sys.executable, "-m", "mal", "automl", "run", "-e", str(study_file), "--yes", "--no-live",
+            "--poll-interval", "0.05"]  # fmt: skip
 
 
 def launches(log: Path) -> list[tuple[str, int]]:

@@ -237,6 +237,11 @@ def bench_end_to_end(
     return rows
 
 
+def _with_batch(variant: str, batch: int) -> str:
+    """The variant's name, with its batch size unless the name already gives it."""
+    return variant if f"batch {batch}" in variant else f"{variant}, batch {batch}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", type=parse_config, default=[parse_config(c) for c in DEFAULT_CONFIGS])
@@ -292,7 +297,7 @@ def main() -> None:
         if row["efficiency_ratio"] > best.get(row["model"], {"efficiency_ratio": -1})["efficiency_ratio"]:
             best[row["model"]] = row
     notes = [
-        f"Best ratio, {model}: {row['efficiency_ratio']:.2f} ({row['variant']}, batch {row['batch']}); "
+        f"Best ratio, {model}: {row['efficiency_ratio']:.2f} ({_with_batch(row['variant'], row['batch'])}); "
         f"target >= {TARGET_RATIO}."
         for model, row in best.items()
     ]

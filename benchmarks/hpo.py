@@ -1,6 +1,6 @@
 """Every offline search algorithm on the YAHPO LCBench surrogate: regret against budget.
 
-    .venv/bin/python benchmarks/hpo.py --jobs 2   # 5 tasks x 30 seeds (about 20 minutes on one core, 10 on two)
+    .venv/bin/python benchmarks/hpo.py --jobs 2   # 5 tasks x 100 seeds (about 9 minutes on two cores)
     .venv/bin/python benchmarks/hpo.py --quick    # 2 tasks x 2 seeds, a smoke run
 
 Protocol (the one TAO's brains were measured with, see docs/ALGORITHMS.md): tasks 3945, 7593, 34539, 126025,
@@ -297,7 +297,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 tasks x 2 seeds (smoke run)")
-    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS))
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")

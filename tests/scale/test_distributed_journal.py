@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -15,6 +20,8 @@ from optuna.trial import TrialState
 from rich.console import Console
 from study_kit import dummy_command, launches, make_skill_dir, spec_overrides
 
+from mal.automl.orphans import stop_orphaned_job
+from mal.automl.platforms.local import process_start_ticks
 from mal.automl.storage import HEARTBEAT_ATTR, create_distributed_study, load_distributed_study, open_storage
 from mal.automl.worker import StudyWorker, fail_stale_trials
 from mal.errors import SpecError, UserError
@@ -83,6 +90,55 @@ def test_a_stale_trial_is_failed_and_retried_exactly_once(tmp_path):
     storage.set_trial_system_attr(retry, HEARTBEAT_ATTR, time.time() - 60)
     assert fail_stale_trials(study, grace_period=30.0) == [1]
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.FAIL]
+
+
+def _job_pid(pid_file: Path, timeout: float = 60) -> tuple[int, int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            pid, ticks = pid_file.read_text().split()
+            return int(pid), int(ticks)
+        time.sleep(0.05)
+    raise AssertionError(f"{pid_file} never appeared")
+
+
+def test_a_dead_workers_job_is_stopped_when_another_worker_retries_its_trial(tmp_path, monkeypatch):
+    _create(tmp_path, settings={"automl_max_recommendations": 1})
+    url = str(tmp_path / "study.journal")
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "mal", "automl", "worker", "--storage", url, "--study", "s",
+         "--workspace", str(tmp_path / "ws"), "--poll-interval", "0.05"],
+        env={**os.environ, "MAL_DUMMY_SLEEP": "30"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    trial_dir = tmp_path / "ws" / "s" / "trials" / "trial_0000"
+    try:
+        pid, ticks = _job_pid(trial_dir / "job.pid")
+    finally:
+        victim.kill()
+        victim.wait(timeout=10)
+    assert process_start_ticks(pid) == ticks  # the job outlives its worker: an orphan, 60 s from its end
+
+    monkeypatch.setenv("MAL_DUMMY_SLEEP", "0.05")  # the retry, run here, is quick
+    summary = StudyWorker(url, "s", workspace_dir=tmp_path / "ws", poll_interval=0.05, console=QUIET).run()
+    assert summary.stale_failed == [0] and summary.orphans == {0: "its job was stopped"}
+    assert process_start_ticks(pid) is None
+    assert int((trial_dir / "exit_code").read_text()) == -signal.SIGTERM  # stopped, not finished
+    study, _ = load_distributed_study(url, "s")
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert summary.completed == [1]
+
+
+def test_an_orphan_that_ended_or_runs_elsewhere_is_reported_not_signalled(tmp_path):
+    trial_dir = tmp_path / "trial_0000"
+    trial_dir.mkdir()
+    attrs = {"job_id": "trial_0000", "results_dir": str(trial_dir), "host": socket.gethostname()}
+    assert stop_orphaned_job({}) == "no job had been started for it"
+    assert stop_orphaned_job(attrs) == "its job had already ended"  # no job.pid: the job never started
+    # A job.pid whose pid now belongs to another process (this one, with other start ticks) is left alone.
+    (trial_dir / "job.pid").write_text(f"{os.getpid()} 1\n")
+    assert stop_orphaned_job(attrs) == "its job had already ended"
+    elsewhere = stop_orphaned_job({**attrs, "host": "gpu-node-7"})
+    assert elsewhere.startswith("its job may still run on gpu-node-7") and str(trial_dir / "job.pid") in elsewhere
 
 
 def test_enqueued_values_run_first_and_the_cli_reads_the_store(tmp_path):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,9 +15,10 @@ from optuna.trial import TrialState
 from rich.console import Console
 from study_kit import dummy_command, make_skill_dir, spec_overrides
 
+from mal.automl.orphans import stop_orphaned_job
 from mal.automl.platforms.slurm import SlurmPlatform, parse_exit_code
 from mal.automl.storage import create_distributed_study, load_distributed_study
-from mal.automl.worker import StudyWorker
+from mal.automl.worker import StudyWorker, fail_stale_trials
 from mal.errors import UserError
 
 GOOD = {"train.lr": 3e-6, "train.wd": 1e-3}  # the dummy job's optimum
@@ -118,3 +121,47 @@ def test_the_local_runner_submits_its_trials_to_slurm(slurm, tmp_path):
     assert [h["status"] for h in result["history"]] == ["done", "done"]
     ids = [(Path(h["checkpoint"]).parents[1] / "slurm_job_id").read_text().strip() for h in result["history"]]
     assert len(set(ids)) == 2 and all(_scontrol("JobState", i, slurm.env()) == "COMPLETED" for i in ids)
+
+
+def _final_state(slurm_id: str, env, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while (state := _scontrol("JobState", slurm_id, env)) in ("COMPLETING", "PENDING", "RUNNING"):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return state
+
+
+def test_a_dead_workers_slurm_job_is_cancelled_when_its_trial_is_failed(slurm, tmp_path):
+    url = str(tmp_path / "study.journal")
+    create_distributed_study(
+        url, "slurm-orphan", make_skill_dir(tmp_path), {"algorithm": "random", "automl_max_recommendations": 1},
+        spec_overrides(tmp_path), command=dummy_command(), slurm={"use_gpus": False, "time_limit": "10"},
+        heartbeat_interval=0.2, grace_period=1.0,
+    )  # fmt: skip
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "mal", "automl", "worker", "--storage", url, "--study", "slurm-orphan",
+         "--platform", "slurm", "--workspace", str(tmp_path / "ws"), "--poll-interval", "0.1"],
+        env={**os.environ, "MAL_DUMMY_SLEEP": "60"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    study, _ = load_distributed_study(url, "slurm-orphan")
+    env = slurm.env()
+    slurm_id, deadline = None, time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            slurm_id = study.get_trials()[0].user_attrs.get("platform_job_id")
+            if slurm_id and _scontrol("JobState", slurm_id, env) == "RUNNING":
+                break
+            time.sleep(0.1)
+    finally:
+        victim.kill()
+        victim.wait(timeout=10)
+    assert slurm_id and _scontrol("JobState", slurm_id, env) == "RUNNING"  # the job outlives its worker
+
+    time.sleep(1.5)  # past the grace period: the worker is dead
+    outcomes: list[str] = []
+    stop = lambda dead: outcomes.append(stop_orphaned_job(dead.user_attrs))  # noqa: E731 - what a worker does
+    assert fail_stale_trials(study, 1.0, on_failed=stop) == [0]
+    assert outcomes == [f"its Slurm job {slurm_id} was stopped"]
+    assert _final_state(slurm_id, env) == "CANCELLED"
+    assert fail_stale_trials(study, 1.0, on_failed=lambda dead: outcomes.append("again")) == []  # once only

@@ -11,8 +11,8 @@ A worker loops until the study has nothing left to run anywhere:
   4. record the end: COMPLETE with the best metric, PRUNED, or FAIL with the failure class and cause.
 A background thread beats a heartbeat into each running trial. Every worker also watches the others: a running
 trial whose heartbeat is older than the study's grace period belongs to a dead worker; the first worker to flip
-it to FAIL (an atomic storage update, so exactly one wins) queues one retry with the same values. A retry that
-dies too is not retried again.
+it to FAIL (an atomic storage update, so exactly one wins) queues one retry with the same values and stops the
+dead worker's job (`mal.automl.orphans`). A retry that dies too is not retried again.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from mal.automl.failures import Failure, classify
+from mal.automl.orphans import stop_orphaned_job
 from mal.automl.platforms.base import Platform
 from mal.automl.platforms.contract import (
     cap_batch_size,
@@ -119,8 +120,15 @@ def fail_trial_and_retry(study: optuna.Study, frozen: FrozenTrial, failure: Mapp
     return frozen
 
 
-def fail_stale_trials(study: optuna.Study, grace_period: float, alive: set[int] = frozenset()) -> list[int]:
-    """Fail (and retry once) every running trial whose heartbeat is older than grace_period; their numbers."""
+def fail_stale_trials(
+    study: optuna.Study,
+    grace_period: float,
+    alive: set[int] = frozenset(),
+    on_failed: Callable[[FrozenTrial], None] | None = None,
+) -> list[int]:
+    """Fail (and retry once) every running trial whose heartbeat is older than grace_period; their numbers.
+
+    on_failed(trial) runs for each trial this call failed (never for one another worker got to first)."""
     storage = _storage(study)
     study_id = storage.get_study_id_from_name(study.study_name)
     now = time.time()
@@ -141,6 +149,8 @@ def fail_stale_trials(study: optuna.Study, grace_period: float, alive: set[int] 
         )
         if fail_trial_and_retry(study, frozen, failure.to_dict()) is not None:
             failed.append(frozen.number)
+            if on_failed is not None:
+                on_failed(frozen)
     return failed
 
 
@@ -166,6 +176,7 @@ class WorkerSummary:
     failed: list[int] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)
     stale_failed: list[int] = field(default_factory=list)
+    orphans: dict[int, str] = field(default_factory=dict)  # dead trial -> what became of its job
 
 
 class StudyWorker:
@@ -267,9 +278,14 @@ class StudyWorker:
         self._last_stale_check = time.monotonic()
         with self._lock:
             ours = set(self.running)
-        for number in fail_stale_trials(self.study, self.grace_period, ours):
+        for number in fail_stale_trials(self.study, self.grace_period, ours, on_failed=self._stop_orphan):
             self.summary.stale_failed.append(number)
-            self.console.print(f"trial {number}: its worker stopped beating; failed and queued once more")
+
+    def _stop_orphan(self, dead: FrozenTrial) -> None:
+        """The dead worker's job would keep its GPU or Slurm allocation while the retry runs: stop it."""
+        outcome = stop_orphaned_job(dead.user_attrs)
+        self.summary.orphans[dead.number] = outcome
+        self.console.print(f"trial {dead.number}: its worker stopped beating; failed and queued once more; {outcome}")
 
     def _beat_forever(self) -> None:
         while not self._stop_beats.wait(self.heartbeat_interval):

@@ -141,6 +141,14 @@ def test_an_orphan_that_ended_or_runs_elsewhere_is_reported_not_signalled(tmp_pa
     assert elsewhere.startswith("its job may still run on gpu-node-7") and str(trial_dir / "job.pid") in elsewhere
 
 
+def test_a_slurm_orphan_without_slurm_tools_here_is_reported_with_the_command_to_cancel_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no squeue or scancel on this machine, and no slurm_job_id file
+    attrs = {"job_id": "trial_0003", "results_dir": str(tmp_path), "host": "login-1", "platform_job_id": "4242"}
+    outcome = stop_orphaned_job(attrs)
+    assert outcome.startswith("its Slurm job 4242 could not be stopped from here (FileNotFoundError")
+    assert outcome.endswith("stop it with `scancel 4242`")
+
+
 def test_enqueued_values_run_first_and_the_cli_reads_the_store(tmp_path):
     good = {"train.lr": 3e-6, "train.wd": 1e-3}
     _create(tmp_path, settings={"automl_max_recommendations": 2}, enqueue=[good])

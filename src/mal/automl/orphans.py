@@ -31,15 +31,8 @@ def stop_orphaned_job(attrs: Mapping[str, Any], kill_grace: float = 10.0) -> str
         return "no job had been started for it"
     slurm_id = attrs.get("platform_job_id")
     host = attrs.get("host")
-    platform: Platform
-    if slurm_id:
-        platform = SlurmPlatform(use_gpus=False)
-        what = f"its Slurm job {slurm_id}"
-    elif host and host != socket.gethostname():
+    if not slurm_id and host and host != socket.gethostname():
         return f"its job may still run on {host}; stop the process group in {Path(results_dir) / PID_FILE} there"
-    else:
-        platform = LocalPlatform(command=("{spec}",), gpus=[], kill_grace=kill_grace)
-        what = "its job"
     record = JobRecord(
         job_id=str(job_id),
         action=str(attrs.get("action", "train")),
@@ -47,10 +40,21 @@ def stop_orphaned_job(attrs: Mapping[str, Any], kill_grace: float = 10.0) -> str
         results_dir=str(results_dir),
         log_dir=str(results_dir),
     )
+    platform: Platform
+    what = f"its Slurm job {slurm_id}" if slurm_id else "its job"
     try:
-        if not platform.attach(record):
+        if slurm_id:
+            platform = SlurmPlatform(use_gpus=False)
+            attached = platform.attach_known_id(record, str(slurm_id))
+        else:
+            platform = LocalPlatform(command=("{spec}",), gpus=[], kill_grace=kill_grace)
+            attached = platform.attach(record)
+        if not attached:
             return f"{what} had already ended"
         platform.cancel(record.job_id)
+        # scancel returns before Slurm has finished the job; a local group we may not signal is still running.
+        if not slurm_id and platform.status(record.job_id).state == "running":
+            raise PermissionError("the process group outlived SIGKILL; it may belong to another user")
     except (OSError, RuntimeError) as exc:  # scancel missing on this machine, Slurm unreachable, ...
         hint = f"`scancel {slurm_id}`" if slurm_id else f"the process group in {Path(results_dir) / PID_FILE}"
         return f"{what} could not be stopped from here ({type(exc).__name__}: {exc}); stop it with {hint}"

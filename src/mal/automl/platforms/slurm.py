@@ -240,6 +240,12 @@ class SlurmPlatform(Platform):
             return False
         return self.status(record.job_id).state == "running"
 
+    def attach_known_id(self, record: JobRecord, slurm_id: str) -> bool:
+        """`attach` for a job whose Slurm id is already known (its folder may not be visible from this machine)."""
+        self._records[record.job_id] = record
+        self._slurm_ids[record.job_id] = str(slurm_id)
+        return self.status(record.job_id).state == "running"
+
     def _exit_code(self, job_id: str) -> int | None:
         try:
             return int((Path(self._records[job_id].log_dir) / EXIT_FILE).read_text().strip())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from yahpo import DATA_DIR, MAX_EPOCH, LCBench, lcbench_space
+from yahpo import DATA_DIR, MAX_EPOCH, LCBench, lcbench_space, lcbench_tasks
 
 from mal.automl.algorithms import make_algorithm
 from mal.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -233,11 +234,16 @@ def write_report(stem: str, runs: list[dict[str, Any]], summary: dict[str, Any],
     atomic_write_text(RESULTS / f"{stem}.md", table)
 
 
+def command_args(argv: list[str] | None) -> str:
+    """The arguments a run was given, as they would be typed after the script's name (for the report's header)."""
+    return "".join(f" {shlex.quote(arg)}" for arg in (sys.argv[1:] if argv is None else argv))
+
+
 def markdown(summary: dict[str, Any], args: argparse.Namespace, n_runs: int, seconds: float) -> str:
     lines = [
         "# HPO benchmark: YAHPO LCBench surrogate",
         "",
-        f"Command: `.venv/bin/python benchmarks/hpo.py{' --quick' if args.quick else ''}`; tasks "
+        f"Command: `.venv/bin/python benchmarks/hpo.py{args.command_args}`; tasks "
         f"{', '.join(args.tasks)}; {args.seeds} seeds each; {n_runs} runs per algorithm; one worker; budget "
         f"{BUDGET_FFE} x {MAX_EPOCH} epochs; wall time {seconds / 60:.1f} min.",
         "",
@@ -298,13 +304,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 tasks x 2 seeds (smoke run)")
     parser.add_argument("--seeds", type=int, default=100)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="OpenML task ids, or `all` (35 tasks)")
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS))
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
+    parser.add_argument("--stem", default=None, help="result file name (default: hpo_lcbench or hpo_lcbench_quick)")
     args = parser.parse_args(argv)
+    args.command_args = command_args(argv)
     if not (DATA_DIR / "model.onnx").is_file():
         print(f"The LCBench surrogate is not at {DATA_DIR}; set MAL_YAHPO_LCBENCH.", file=sys.stderr)
         return 2
+    if args.tasks == ["all"]:
+        args.tasks = lcbench_tasks()
     if args.quick:
         args.tasks, args.seeds = args.tasks[:2], 2
     jobs = [(a, t, s) for a in args.algorithms for t in args.tasks for s in range(args.seeds)]
@@ -323,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     seconds = time.perf_counter() - started
     summary = summarise(runs, args.algorithms, args.tasks)
-    stem = "hpo_lcbench_quick" if args.quick else "hpo_lcbench"
+    stem = args.stem or ("hpo_lcbench_quick" if args.quick else "hpo_lcbench")
     protocol = {
         "tasks": args.tasks,
         "seeds": args.seeds,

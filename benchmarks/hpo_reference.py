@@ -224,7 +224,7 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace, n_runs: int, sec
     lines = [
         "# HPO benchmark: reference implementations on the YAHPO LCBench surrogate",
         "",
-        f"Command: `nice -n 15 .venv/bin/python benchmarks/hpo_reference.py{' --quick' if args.quick else ''}`; "
+        f"Command: `nice -n 15 .venv/bin/python benchmarks/hpo_reference.py{args.command_args}`; "
         f"tasks {', '.join(args.tasks)}; {args.seeds} seeds each; {n_runs} runs per algorithm; one worker; budget "
         f"{BUDGET_FFE} x {MAX_EPOCH} epochs; wall time {seconds / 60:.1f} min. Packages: {versions}.",
         "",
@@ -252,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--references", nargs="+", default=list(REFERENCES), choices=REFERENCES)
     parser.add_argument("--ours", nargs="+", default=list(OURS), help="our algorithms to run alongside")
     args = parser.parse_args(argv)
+    args.command_args = hpo.command_args(argv)
     if not (DATA_DIR / "model.onnx").is_file():
         print(f"The LCBench surrogate is not at {DATA_DIR}; set MAL_YAHPO_LCBENCH.", file=sys.stderr)
         return 2

@@ -59,6 +59,12 @@ def lcbench_space(data_dir: Path = DATA_DIR) -> SearchSpace:
     return SearchSpace.from_schema({"properties": properties}, parameters=list(properties))
 
 
+def lcbench_tasks(data_dir: Path = DATA_DIR) -> list[str]:
+    """Every OpenML task id the surrogate knows (encoding.json), in its order."""
+    encoding = json.loads((data_dir / "encoding.json").read_text())
+    return [task for task in encoding["OpenML_task_id"] if task != "#na#"]
+
+
 class LCBench:
     """Learning curves (val_accuracy per epoch 1..52) of one LCBench task, cached per configuration."""
 

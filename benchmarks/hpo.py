@@ -67,11 +67,13 @@ def simulate(
     *,
     make: Callable[..., Any] | None = None,
     bench: LCBench | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One search on the simulated clock; returns the best-so-far accuracy after every charged epoch.
 
     `make(name, space, settings, seed=...)` builds the searcher (default: ours, `make_algorithm`); anything with
     ask/tell/is_finished works, which is how benchmarks/hpo_reference.py runs reference implementations.
+    `overrides` replace entries of SETTINGS for this run (`--set` on the command line).
     """
     make = make or make_algorithm
     bench = bench or LCBench(task)
@@ -80,7 +82,8 @@ def simulate(
     best_so_far = np.full(budget, np.nan)
     spent, best, restarts, recs = 0, -math.inf, 0, 0
     started = time.perf_counter()
-    algo = make(algorithm, space, SETTINGS, seed=seed)
+    settings = {**SETTINGS, **(overrides or {})}
+    algo = make(algorithm, space, settings, seed=seed)
     trained: dict[int, int] = {}  # rec id -> epochs in its checkpoint
     while spent < budget:
         rec = algo.ask()
@@ -88,7 +91,7 @@ def simulate(
             if not algo.is_finished():
                 raise RuntimeError(f"{algorithm} waits with nothing running")
             restarts += 1
-            algo = make(algorithm, space, SETTINGS, seed=seed + 100_003 * restarts)
+            algo = make(algorithm, space, settings, seed=seed + 100_003 * restarts)
             trained = {}
             continue
         recs += 1
@@ -132,8 +135,22 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _run(job: tuple[str, str, int]) -> dict[str, Any]:
-    return simulate(*job)
+def _run(job: tuple[str, str, int, dict[str, Any]]) -> dict[str, Any]:
+    algorithm, task, seed, overrides = job
+    return simulate(algorithm, task, seed, overrides=overrides)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` pairs (VALUE read as YAML: 2 is an int, 0.5 a float) checked against SETTINGS' keys."""
+    import yaml
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in SETTINGS:
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE with KEY one of {sorted(SETTINGS)}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
 
 
 def summarise(runs: list[dict[str, Any]], algorithms: list[str], tasks: list[str]) -> dict[str, Any]:
@@ -308,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS))
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--stem", default=None, help="result file name (default: hpo_lcbench or hpo_lcbench_quick)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="change one of the algorithms' settings, e.g. automl_reduction_factor=2")  # fmt: skip
     args = parser.parse_args(argv)
     args.command_args = command_args(argv)
     if not (DATA_DIR / "model.onnx").is_file():
@@ -317,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         args.tasks = lcbench_tasks()
     if args.quick:
         args.tasks, args.seeds = args.tasks[:2], 2
-    jobs = [(a, t, s) for a in args.algorithms for t in args.tasks for s in range(args.seeds)]
+    overrides = parse_overrides(args.overrides)
+    jobs = [(a, t, s, overrides) for a in args.algorithms for t in args.tasks for s in range(args.seeds)]
     started = time.perf_counter()
     runs: list[dict[str, Any]] = []
     if args.jobs > 1:
@@ -339,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds,
         "budget_ffe": BUDGET_FFE,
         "max_epoch": MAX_EPOCH,
-        "settings": SETTINGS,
+        "settings": {**SETTINGS, **overrides},
         "observed": "val_accuracy at the epoch each training ends (the metric told to the algorithm)",
         "reference": "best value any run of this benchmark observed on the task (best_any)",
         "wall_seconds": seconds,

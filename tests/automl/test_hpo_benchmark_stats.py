@@ -50,3 +50,25 @@ def test_summary_gives_median_task_ffe_and_a_bootstrap_interval() -> None:
     assert low <= 3.1 and high >= 19.9  # which seeds a draw holds decides between 3 and 20 FFE
     assert 0.05 < mixed["probability_within_target"] < 0.95
     assert summary["algorithms"]["random"]["ffe_to_random_final_median_task"] == pytest.approx(30.0, abs=0.1)
+
+
+def test_set_changes_one_known_setting_and_names_the_keys_when_it_cannot() -> None:
+    assert hpo.parse_overrides(["automl_reduction_factor=2", "automl_eval_interval=2"]) == {
+        "automl_reduction_factor": 2,
+        "automl_eval_interval": 2,
+    }
+    with pytest.raises(SystemExit, match="automl_reduction_factr=2.*automl_reduction_factor"):
+        hpo.parse_overrides(["automl_reduction_factr=2"])
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        hpo.parse_overrides(["automl_reduction_factor"])
+
+
+def test_a_run_uses_its_overrides() -> None:
+    """Within 2 FFE (104 epochs), Hyperband's first bracket differs with eta: 27 configs cut to 9 and 3, or 32 to 16
+    and 8 (a promotion pays only its extra epochs; the training the budget cuts off still counts as started)."""
+    if not (hpo.DATA_DIR / "model.onnx").is_file():
+        pytest.skip("the LCBench surrogate is not in ../shared/data")
+    default = hpo.simulate("hyperband", "3945", 0, budget_ffe=2)
+    gentler = hpo.simulate("hyperband", "3945", 0, budget_ffe=2, overrides={"automl_reduction_factor": 2})
+    assert default["recommendations"] == 27 + 9 + 2  # 27 x 2 epochs + 9 x 4 + 1 x 11 = 101, the next one cut off
+    assert gentler["recommendations"] == 32 + 16 + 8  # 32 x 2 + 16 x 1 + 8 x 3 = 104

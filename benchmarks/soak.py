@@ -211,26 +211,40 @@ def study_soak(root: Path, trials: int, concurrent: int = 4, sample_s: float = 0
     }
 
 
+def _start_training(spec: Path, results: Path) -> subprocess.Popen[bytes]:
+    """`mal train` in its own process group, returned once it has begun training (its status.json exists)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mal", "train", "-e", str(spec)],
+        env=mal_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    status = results / "train" / "status.json"
+    while process.poll() is None and not status.exists():
+        time.sleep(0.05)
+    return process
+
+
 def kill_soak(root: Path, ann: Path, images: Path, runs: int, epochs: int = 4, seed: int = 0) -> dict[str, Any]:
-    """`mal train` SIGKILLed at a random moment, resumed with `auto`: the final epoch and finiteness per run."""
+    """`mal train` SIGKILLed at a random moment, resumed with `auto`: the final epoch and finiteness per run.
+
+    The moment is drawn uniformly over one uninterrupted training of the same spec, timed first on this machine,
+    so the kills land anywhere from the first step to the last checkpoint however fast the machine is."""
     import torch
 
+    reference_dir = root / "kill_reference"
+    reference = _start_training(write_spec(root / "spec.yaml", ann, images, reference_dir, epochs), reference_dir)
+    began = time.perf_counter()
+    reference.wait()
+    training_s = time.perf_counter() - began  # from its status.json to its exit, like the delays below
     rng = random.Random(seed)
     outcomes = []
     for run in range(runs):
         results = root / f"kill_{run}"
         spec = write_spec(root / "spec.yaml", ann, images, results, epochs=epochs)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mal", "train", "-e", str(spec)],
-            env=mal_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        status = results / "train" / "status.json"
-        while process.poll() is None and not status.exists():
-            time.sleep(0.05)
-        delay = rng.uniform(0.0, 5.0)
+        process = _start_training(spec, results)
+        delay = rng.uniform(0.0, training_s)
         time.sleep(delay)
         killed = process.poll() is None
         if killed:
@@ -252,6 +266,7 @@ def kill_soak(root: Path, ann: Path, images: Path, runs: int, epochs: int = 4, s
             }
         )
     return {
+        "training_s": round(training_s, 2),
         "runs": outcomes,
         "all_complete": all(o["resume_exit"] == 0 and o["final_epoch"] == epochs and o["finite"] for o in outcomes),
     }
@@ -329,6 +344,8 @@ def main() -> None:
         notes=[
             "RSS in MiB from /proc VmRSS; handles = entries of /proc/<pid>/fd.",
             "Trainings: 4 epochs, checkpoint every epoch; the final epoch must be 4 after resume.",
+            f"Kill moments: uniform over one uninterrupted training of the same spec, {kills['training_s']:.1f} s "
+            "from its status.json to its exit on this run.",
         ],
     )
 

@@ -35,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from yahpo import DATA_DIR, MAX_EPOCH, LCBench, lcbench_space, lcbench_tasks
 
 from mal.automl.algorithms import make_algorithm
+from mal.automl.settings import parse_settings
+from mal.errors import SpecError
 from mal.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 TASKS = ("3945", "7593", "34539", "126025", "189909")
@@ -141,15 +143,19 @@ def _run(job: tuple[str, str, int, dict[str, Any]]) -> dict[str, Any]:
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`KEY=VALUE` pairs (VALUE read as YAML: 2 is an int, 0.5 a float) checked against SETTINGS' keys."""
+    """`KEY=VALUE` pairs (VALUE read as YAML: 2 is an int, 0.5 a float), each checked by the real settings model."""
     import yaml
 
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or key not in SETTINGS:
-            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE with KEY one of {sorted(SETTINGS)}")
+        if not sep:
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE, e.g. automl_reduction_factor=2")
         overrides[key] = yaml.safe_load(value)
+        try:
+            parse_settings({**SETTINGS, **overrides})
+        except SpecError as exc:
+            raise SystemExit(f"--set {pair!r}: {exc}") from None
     return overrides
 
 

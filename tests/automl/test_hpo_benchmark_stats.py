@@ -52,15 +52,17 @@ def test_summary_gives_median_task_ffe_and_a_bootstrap_interval() -> None:
     assert summary["algorithms"]["random"]["ffe_to_random_final_median_task"] == pytest.approx(30.0, abs=0.1)
 
 
-def test_set_changes_one_known_setting_and_names_the_keys_when_it_cannot() -> None:
-    assert hpo.parse_overrides(["automl_reduction_factor=2", "automl_eval_interval=2"]) == {
+def test_set_takes_any_automl_setting_and_suggests_the_key_when_it_cannot() -> None:
+    assert hpo.parse_overrides(["automl_reduction_factor=2", "epoch_multiplier=2"]) == {
         "automl_reduction_factor": 2,
-        "automl_eval_interval": 2,
+        "epoch_multiplier": 2,
     }
     with pytest.raises(SystemExit, match="automl_reduction_factr=2.*automl_reduction_factor"):
         hpo.parse_overrides(["automl_reduction_factr=2"])
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         hpo.parse_overrides(["automl_reduction_factor"])
+    with pytest.raises(SystemExit, match="automl_reduction_factor=0"):
+        hpo.parse_overrides(["automl_reduction_factor=0"])  # the settings model's own bounds apply
 
 
 def test_a_run_uses_its_overrides() -> None:

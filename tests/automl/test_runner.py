@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).parent / "jobs"))
-from study_kit import dummy_command, launches, make_skill_dir, spec_overrides
+from study_kit import launches, spec_overrides
+from study_kit import quiet_runner as runner
 
-from mal.automl import AutoMLRunner, LocalPlatform, StudyStoppedError
+from mal.automl import StudyStoppedError
 from mal.automl.algorithms import ALGORITHMS, RandomSearch
 from mal.automl.report import study_result
 from mal.errors import SpecError
 
 FAST = {"automl_max_epochs": 2, "automl_max_concurrent": 2}
 SECRET_KEY, SECRET_ENV = "sk-never-written-123", "tok-never-written-456"
-
-
-def runner(root: Path, env: dict[str, str] | None = None, max_concurrent: int = 2) -> AutoMLRunner:
-    platform = LocalPlatform(max_concurrent=max_concurrent, command=dummy_command(), gpus=[], env=env)
-    return AutoMLRunner(
-        skill_dir=make_skill_dir(root),
-        platform=platform,
-        workspace_dir=root / "ws",
-        poll_interval=0.05,
-        console=Console(file=io.StringIO()),
-    )
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,16 @@ checkpoint resume is exercised through the contract; the final evaluation runs t
 from __future__ import annotations
 
 import importlib.util
-import io
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
-from rich.console import Console
 
-from mal.automl import AutoMLRunner, LocalPlatform
+sys.path.insert(0, str(Path(__file__).parent / "jobs"))
+from study_kit import quiet_runner
+
+from mal.automl import LocalPlatform
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,18 +26,9 @@ pytestmark = [
 
 def test_asha_study_with_the_real_training(tmp_path):
     from mal.data.synthetic import make_synthetic_coco
-    from mal.spec.export import write_skill_dir
 
     ann = make_synthetic_coco(tmp_path / "data", num_images=6, image_size=(64, 64), objects_per_image=(2, 3), seed=1)
-    skill = tmp_path / "skill"
-    write_skill_dir(skill)
-    runner = AutoMLRunner(
-        skill_dir=skill,
-        platform=LocalPlatform(max_concurrent=2, gpus=[]),
-        workspace_dir=tmp_path / "ws",
-        poll_interval=0.2,
-        console=Console(file=io.StringIO()),
-    )
+    runner = quiet_runner(tmp_path, platform=LocalPlatform(max_concurrent=2, gpus=[]), poll_interval=0.2)
     result = runner.run(
         automl_algorithm="asha",
         automl_settings={

@@ -3,18 +3,14 @@ summary table, holding metrics and searched values only (no settings, keys or en
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).parent / "jobs"))
-from study_kit import dummy_command, make_skill_dir, spec_overrides
-
-from mal.automl import AutoMLRunner, LocalPlatform
+from study_kit import quiet_runner, spec_overrides
 
 pytest.importorskip("wandb")
 
@@ -24,16 +20,7 @@ SETTINGS_KEY, ENV_TOKEN = "sk-wandb-never-logged-31", "tok-wandb-never-logged-47
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("wandb_study")
-    platform = LocalPlatform(
-        max_concurrent=2, command=dummy_command(), gpus=[], env={"MAL_SECRET_TOKEN": ENV_TOKEN, "WANDB_SILENT": "true"}
-    )
-    runner = AutoMLRunner(
-        skill_dir=make_skill_dir(root),
-        platform=platform,
-        workspace_dir=root / "ws",
-        poll_interval=0.05,
-        console=Console(file=io.StringIO()),
-    )
+    runner = quiet_runner(root, env={"MAL_SECRET_TOKEN": ENV_TOKEN, "WANDB_SILENT": "true"})
     overrides = spec_overrides(
         root,
         boxes=5,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 from rich.console import Console
-from study_kit import dummy_command, make_skill_dir, spec_overrides
+from study_kit import dummy_command, make_skill_dir, quiet_runner, spec_overrides
 
 from mal.automl.orphans import stop_orphaned_job
 from mal.automl.platforms.slurm import SlurmPlatform, parse_exit_code
@@ -103,16 +103,8 @@ def test_a_study_runs_its_trials_as_slurm_jobs_and_the_pruner_cancels_one(slurm,
 
 
 def test_the_local_runner_submits_its_trials_to_slurm(slurm, tmp_path):
-    from mal.automl import AutoMLRunner
-
     platform = SlurmPlatform(max_concurrent=2, command=dummy_command(), use_gpus=False)
-    runner = AutoMLRunner(
-        skill_dir=make_skill_dir(tmp_path),
-        platform=platform,
-        workspace_dir=tmp_path / "ws",
-        poll_interval=0.2,
-        console=Console(file=io.StringIO()),
-    )
+    runner = quiet_runner(tmp_path, platform=platform, poll_interval=0.2)
     result = runner.run(
         automl_algorithm="random",
         spec_overrides=spec_overrides(tmp_path),

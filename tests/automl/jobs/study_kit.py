@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+from rich.console import Console
 
+from mal.automl import AutoMLRunner, LocalPlatform
+from mal.automl.platforms.base import Platform
 from mal.spec.export import write_skill_dir
 
 DUMMY_JOB = Path(__file__).with_name("dummy_job.py")
@@ -23,6 +27,24 @@ def make_skill_dir(root: Path) -> Path:
     if not (skill / "schemas" / "train.schema.json").exists():
         write_skill_dir(skill)
     return skill
+
+
+def quiet_runner(
+    root: Path,
+    env: dict[str, str] | None = None,
+    max_concurrent: int = 2,
+    platform: Platform | None = None,
+    poll_interval: float = 0.05,
+) -> AutoMLRunner:
+    """An AutoMLRunner over `root`'s skill dir and workspace, its console swallowed; the dummy job runs on local
+    CPU slots unless `platform` is given."""
+    return AutoMLRunner(
+        skill_dir=make_skill_dir(root),
+        platform=platform or LocalPlatform(max_concurrent=max_concurrent, command=dummy_command(), gpus=[], env=env),
+        workspace_dir=root / "ws",
+        poll_interval=poll_interval,
+        console=Console(file=io.StringIO()),
+    )
 
 
 def write_annotations(path: Path, boxes: int, side: float = 60.0) -> Path:

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 from rich.console import Console
-from study_kit import dummy_command, launches, make_skill_dir, spec_overrides
+from study_kit import automl_run_command, dummy_command, launches, make_skill_dir, spec_overrides, write_dummy_study
 
 from mal.automl.orphans import stop_orphaned_job
 from mal.automl.platforms.local import process_start_ticks
@@ -195,3 +196,31 @@ def test_refusals_name_the_problem(tmp_path):
     with pytest.raises(UserError, match="has no study 'nope'"):
         load_distributed_study(str(tmp_path / "study.journal"), "nope")
     assert optuna.load_study(storage=open_storage(tmp_path / "study.journal"), study_name="s")
+
+
+def test_mal_automl_run_with_storage_creates_the_study_and_works_on_it(tmp_path):
+    """`mal automl run --storage`: the study file becomes a shared study, this process works on it to the end,
+    and the default algorithm says that it runs as TPE there."""
+    url = str(tmp_path / "cli.journal")
+    study_file = write_dummy_study(tmp_path, tmp_path / "ws", automl_max_recommendations=2, automl_max_epochs=2)
+    done = subprocess.run(
+        [*automl_run_command(study_file), "--storage", url, "--study", "cli"],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "study 'cli' is ready" in done.stdout and "runs as TPE" not in done.stdout
+    study, config = load_distributed_study(url, "cli")
+    assert config["settings"]["algorithm"] == "random"
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 2
+
+    bayesian = yaml.safe_load(study_file.read_text()) | {"algorithm": "bayesian"}
+    study_file.write_text(yaml.safe_dump(bayesian))
+    created = subprocess.run(
+        [*automl_run_command(study_file), "--storage", url, "--study", "gp", "--create-only"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr[-2000:]
+    assert "runs as TPE with the constant liar" in " ".join(created.stdout.split())
+    study, config = load_distributed_study(url, "gp")
+    assert config["settings"]["algorithm"] == "bayesian"
+    assert [t.state for t in study.get_trials()] == [TrialState.WAITING] * 2  # --create-only: nothing ran here

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import signal
@@ -224,3 +225,39 @@ def test_mal_automl_run_with_storage_creates_the_study_and_works_on_it(tmp_path)
     study, config = load_distributed_study(url, "gp")
     assert config["settings"]["algorithm"] == "bayesian"
     assert [t.state for t in study.get_trials()] == [TrialState.WAITING] * 2  # --create-only: nothing ran here
+
+
+def _worker_command(url: str, workspace: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "mal", "automl", "worker", "--storage", url, "--study", "s",
+            "--workspace", str(workspace), "--poll-interval", "0.05", *extra]  # fmt: skip
+
+
+def test_a_worker_waits_for_its_study_and_keeps_to_its_own_concurrency(tmp_path):
+    """Workers may start before the coordinator has created the study (--wait), and a small machine can take
+    fewer trials at once than the study allows (--max-concurrent)."""
+    url = str(tmp_path / "study.journal")
+    missing = subprocess.run(
+        _worker_command(url, tmp_path / "ws", "--wait", "0.5"), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert missing.returncode != 0 and "has no study 's'" in missing.stderr
+    worker = subprocess.Popen(
+        _worker_command(url, tmp_path / "ws", "--wait", "60", "--max-concurrent", "1"),
+        env={**os.environ, "MAL_DUMMY_SLEEP": "0.2"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(1.5)  # the worker is up and waiting before the study exists
+    assert worker.poll() is None
+    _create(tmp_path, settings={"automl_max_recommendations": 3, "automl_max_concurrent": 3})
+    _, err = worker.communicate(timeout=180)
+    assert worker.returncode == 0, err[-2000:]
+    study, _ = load_distributed_study(url, "s")
+    trials = sorted(study.get_trials(), key=lambda t: t.datetime_start)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    for earlier, later in itertools.pairwise(trials):
+        assert earlier.datetime_complete <= later.datetime_start  # one at a time, though the study allows 3
+
+
+def test_mal_version_names_the_package_version():
+    from mal import __version__
+
+    done = subprocess.run([sys.executable, "-m", "mal", "--version"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == f"mal {__version__}"

@@ -190,7 +190,6 @@ def _run_distributed(
     workspace_dir: Path,
     console: Console,
 ) -> int:
-    from mal.automl.settings import parse_settings
     from mal.automl.storage import create_distributed_study, redact
     from mal.automl.worker import StudyWorker
 
@@ -216,12 +215,6 @@ def _run_distributed(
         f"study {name!r} is ready in {redact(storage)}; add workers with "
         f"`mal automl worker --storage {redact(storage)} --study {name}`"
     )
-    if parse_settings(settings).algorithm == "bayesian":
-        # The default algorithm; without this line a user would not learn that the GP is not what runs.
-        console.print(
-            "note: algorithm 'bayesian' runs as TPE with the constant liar on a shared store, because the GP keeps "
-            "its state in one process; write `algorithm: tpe` to say so, or drop --storage to run the GP."
-        )
     if args.create_only:
         return 0
     StudyWorker(

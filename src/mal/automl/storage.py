@@ -142,10 +142,15 @@ def make_pruner(settings: AutoMLSettings) -> BasePruner:
     return NopPruner()
 
 
-def make_sampler(settings: AutoMLSettings, trial_number: int, planned: int) -> BaseSampler:
+def make_sampler(settings: AutoMLSettings, trial_number: int, planned: int, space: SearchSpace) -> BaseSampler:
     """A sampler seeded per trial: two workers proposing at the same moment never draw the same stream, and the
-    same history gives the same proposal. TPE's constant liar counts running trials as bad, which keeps parallel
+    same history gives the same proposal. `bayesian` is the single-process GP search, refitted from the store
+    with running trials as kriging believers; TPE's constant liar counts running trials as bad. Both keep parallel
     workers from proposing near-duplicates."""
+    if settings.algorithm == "bayesian":
+        from mal.automl.gp_sampler import SharedGPSampler
+
+        return SharedGPSampler(space, settings.seed, planned, settings.direction, UNIT_PREFIX)
     seed = int(np.random.SeedSequence([settings.seed, trial_number]).generate_state(1)[0])
     if settings.algorithm in _MODEL_BASED:
         startup = min(10, max(2, planned // 3))

@@ -324,11 +324,16 @@ class StudyWorker:
 
     def _start(self, tid: int) -> None:
         number = self.storage.get_trial(tid).number
-        self.study.sampler = make_sampler(self.settings, number, int(self.config["planned_trials"]))
+        self.study.sampler = make_sampler(self.settings, number, int(self.config["planned_trials"]), self.space)
         trial = optuna.trial.Trial(self.study, tid)
         self.storage.set_trial_system_attr(tid, HEARTBEAT_ATTR, time.time())
         unit = [trial.suggest_float(f"{UNIT_PREFIX}{name}", 0.0, 1.0) for name in self.space.names]
-        params = trial.user_attrs.get("params") or self.space.from_unit(unit)
+        params = trial.user_attrs.get("params")
+        if params is None:
+            params = self.space.from_unit(unit)
+            proposal = getattr(self.study.sampler, "last_proposal", None)
+            if proposal is not None:
+                trial.set_user_attr("proposal", proposal)
         job_id = f"trial_{number:04d}"
         trial_dir = self.root / "trials" / job_id
         running = _Running(trial, number, job_id, trial_dir, dict(params))

@@ -12,12 +12,14 @@ worst result seen, steering the search away from configurations that crash.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mal.automl.algorithms._full_fidelity import FullFidelitySearch
+from mal.automl.space import SearchSpace
 
 _SQRT5 = math.sqrt(5.0)
 _DESIGN_KEY = 7_000_001  # seeds the initial design, apart from the per-rec seeds
@@ -28,24 +30,46 @@ class BayesianSearch(FullFidelitySearch):
     name = "bayesian"
 
     def n_startup(self) -> int:
-        return min(self.max_trials(), max(5, len(self.space) + 1))
+        return gp_startup_count(self.max_trials(), len(self.space))
 
     def _propose(self, rec_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        dim = len(self.space)
-        done = [t for t in self.trials.values() if t.status != "running"]
-        successes = [t for t in done if t.status == "done"]
-        if rec_id < self.n_startup() or len(successes) < 2:
-            design = latin_hypercube(self.n_startup(), dim, self._rng(_DESIGN_KEY))
-            vec = design[rec_id] if rec_id < len(design) else self._rng(rec_id).random(dim)
-            return self.space.from_unit(vec), {"source": "initial_design"}
-        x = np.array([self.space.to_unit(t.rec.params) for t in done])
-        scores = np.array([self.trial_score(t) for t in done])
-        worst = scores[np.isfinite(scores)].min()
-        y = np.where(np.isfinite(scores), scores, worst)
-        pending = np.array([self.space.to_unit(t.rec.params) for t in self.running()]).reshape(-1, dim)
-        gp = GaussianProcess.fit(x, y)
-        best_vec, ei = maximize_ei(gp.with_believers(pending), y.max(), x, self._rng(rec_id))
-        return self.space.from_unit(best_vec), {"source": "gp_ei", "expected_improvement": float(ei)}
+        history = [(t.rec.params, self.trial_score(t)) for t in self.trials.values() if t.status != "running"]
+        pending = [t.rec.params for t in self.running()]
+        vec, info = gp_proposal(self.space, self.seed, rec_id, self.n_startup(), history, pending)
+        return self.space.from_unit(vec), info
+
+
+def gp_startup_count(max_trials: int, dim: int) -> int:
+    """Trainings taken from the initial Latin hypercube before the GP proposes."""
+    return min(max_trials, max(5, dim + 1))
+
+
+def gp_proposal(
+    space: SearchSpace,
+    seed: int,
+    number: int,
+    n_startup: int,
+    history: Sequence[tuple[Mapping[str, Any], float]],
+    pending: Sequence[Mapping[str, Any]],
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The unit-cube point that proposal `number` trains, and how it was chosen.
+
+    history: (params, score) of every finished training in proposal order, the score higher-is-better and -inf
+    for a failure; pending: params of the trainings still running. The result depends only on these and on
+    (seed, number), which is what lets a shared store's workers (`mal.automl.storage`) run the same search."""
+    dim = len(space)
+    successes = [score for _, score in history if math.isfinite(score)]
+    if number < n_startup or len(successes) < 2:
+        design = latin_hypercube(n_startup, dim, np.random.default_rng([seed, _DESIGN_KEY]))
+        vec = design[number] if number < len(design) else np.random.default_rng([seed, number]).random(dim)
+        return vec, {"source": "initial_design"}
+    x = np.array([space.to_unit(params) for params, _ in history])
+    scores = np.array([score for _, score in history])
+    y = np.where(np.isfinite(scores), scores, min(successes))
+    believers = np.array([space.to_unit(params) for params in pending]).reshape(-1, dim)
+    gp = GaussianProcess.fit(x, y)
+    best_vec, ei = maximize_ei(gp.with_believers(believers), y.max(), x, np.random.default_rng([seed, number]))
+    return best_vec, {"source": "gp_ei", "expected_improvement": float(ei)}
 
 
 def latin_hypercube(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:

@@ -10,8 +10,10 @@ trained epoch is charged and a resumed training pays only its extra epochs. A tr
 ends: the value observed is the val_accuracy at the epoch it trained to, the same metric the algorithm is told
 (at whatever fidelity that is; a training cut off by the end of the budget is never observed). Regret = best
 value any run of this benchmark observed on the task - best value this run has observed so far (accuracy
-points); the tables give the median over the task x seed runs. An algorithm that finishes before the budget is
-spent (PBT's population reaches 52 epochs) is started again with a new seed, as a user would.
+points); normalised regret divides it by the task's range, from that best value down to the lowest 52-epoch
+val_accuracy of 1,000 fixed random configurations, so that tasks can be pooled. The tables give the median over
+the task x seed runs. An algorithm that finishes before the budget is spent (PBT's population reaches 52 epochs)
+is started again with a new seed, as a user would.
 
 Writes benchmarks/results/hpo_lcbench{_quick}.json, .md and .png.
 """
@@ -32,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from yahpo import DATA_DIR, MAX_EPOCH, LCBench, lcbench_space, lcbench_tasks
+from yahpo import DATA_DIR, MAX_EPOCH, LCBench, lcbench_space, lcbench_tasks, worst_final_accuracy
 
 from mal.automl.algorithms import make_algorithm
 from mal.automl.settings import parse_settings
@@ -159,27 +161,43 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def summarise(runs: list[dict[str, Any]], algorithms: list[str], tasks: list[str]) -> dict[str, Any]:
+def summarise(
+    runs: list[dict[str, Any]], algorithms: list[str], tasks: list[str], worst: dict[str, float]
+) -> dict[str, Any]:
+    """Regret and normalised regret of every run, their medians per algorithm, and `FFE to random@30`.
+
+    `worst[task]` is the bottom of the task's range for normalised regret (`worst_final_accuracy`); the top is
+    the best value any run observed. Normalising is affine per task, so it leaves `FFE to random@30` as it is."""
     best_any = {task: max(np.nanmax(r["best_so_far"]) for r in runs if r["task"] == task) for task in tasks}
+    scale = {task: best_any[task] - worst[task] for task in tasks}
+    for task, width in scale.items():
+        if not width > 0:
+            raise ValueError(f"task {task}: the worst reference {worst[task]} is not below the best value observed")
     for run in runs:
-        run["regret"] = (best_any[run["task"]] - np.asarray(run["best_so_far"])).tolist()
+        regret = best_any[run["task"]] - np.asarray(run["best_so_far"])
+        run["regret"] = regret.tolist()
+        run["normalised_regret"] = (regret / scale[run["task"]]).tolist()
 
-    def regret_at(run: dict[str, Any], ffe: float) -> float:
-        return float(run["regret"][round(ffe * MAX_EPOCH) - 1])
+    def at(run: dict[str, Any], key: str, ffe: float) -> float:
+        return float(run[key][round(ffe * MAX_EPOCH) - 1])
 
-    summary: dict[str, Any] = {"best_any": best_any, "algorithms": {}}
+    summary: dict[str, Any] = {"best_any": best_any, "worst": worst, "algorithms": {}}
     grid = np.arange(1, BUDGET_FFE * MAX_EPOCH + 1) / MAX_EPOCH
     for algorithm in algorithms:
         mine = [r for r in runs if r["algorithm"] == algorithm]
-        medians = {str(x): float(np.median([regret_at(r, x) for r in mine])) for x in CHECKPOINTS}
+        medians = {str(x): float(np.median([at(r, "regret", x) for r in mine])) for x in CHECKPOINTS}
+        normalised = {str(x): float(np.median([at(r, "normalised_regret", x) for r in mine])) for x in CHECKPOINTS}
         curve = np.median(np.array([r["regret"] for r in mine]), axis=0)
+        normalised_curve = np.median(np.array([r["normalised_regret"] for r in mine]), axis=0)
         per_task = {}
         for task in tasks:
             task_runs = [r for r in mine if r["task"] == task]
             per_task[task] = np.median(np.array([r["regret"] for r in task_runs]), axis=0)
         summary["algorithms"][algorithm] = {
             "median_regret": medians,
+            "median_normalised_regret": normalised,
             "median_curve": curve.tolist(),
+            "median_normalised_curve": normalised_curve.tolist(),
             "per_task_curve": {t: c.tolist() for t, c in per_task.items()},
             "seconds_per_run": float(np.mean([r["seconds"] for r in mine])),
             "recommendations_per_run": float(np.mean([r["recommendations"] for r in mine])),
@@ -237,18 +255,24 @@ def bootstrap_ffe(
 def write_report(stem: str, runs: list[dict[str, Any]], summary: dict[str, Any], protocol: dict[str, Any],
                  table: str) -> None:
     """benchmarks/results/<stem>.json (protocol, summary, regret of every run at the checkpoints) and .md."""
+    curves = ("best_so_far", "regret", "normalised_regret")
+
+    def at_checkpoints(curve: list[float]) -> dict[str, float]:
+        return {str(x): round(curve[round(x * MAX_EPOCH) - 1], 4) for x in CHECKPOINTS}
+
     per_run = [
-        {k: v for k, v in r.items() if k not in ("best_so_far", "regret")}
-        | {"regret_at": {str(x): round(r["regret"][round(x * MAX_EPOCH) - 1], 3) for x in CHECKPOINTS}}
+        {k: v for k, v in r.items() if k not in curves}
+        | {"regret_at": at_checkpoints(r["regret"]), "normalised_regret_at": at_checkpoints(r["normalised_regret"])}
         for r in runs
     ]
     report = {
         "protocol": protocol,
         "summary": {
-            a: {k: v for k, v in e.items() if k not in ("median_curve", "per_task_curve")}
+            a: {k: v for k, v in e.items() if k not in ("median_curve", "median_normalised_curve", "per_task_curve")}
             for a, e in summary["algorithms"].items()
         },
         "best_any": summary["best_any"],
+        "worst": summary["worst"],
         "runs": per_run,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -288,6 +312,18 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace, n_runs: int, sec
             f"| {name} | " + " | ".join(cells) + f" | {ffe:.1f} | {low:.1f}-{high:.1f} | {within:.2f} | "
             f"{entry['recommendations_per_run']:.0f} | {entry['seconds_per_run']:.1f} |"
         )
+    lines += [
+        "",
+        "Median normalised regret: regret / (best value any run observed - lowest 52-epoch val_accuracy of 1,000 "
+        "fixed random configurations), per task, so 0 is the best value found and 1 the worst random "
+        "configuration.",
+        "",
+        "| algorithm | " + " | ".join(f"{x} FFE" for x in CHECKPOINTS) + " |",
+        "|---|" + "---|" * len(CHECKPOINTS),
+    ]
+    for name, entry in summary["algorithms"].items():
+        cells = [f"{entry['median_normalised_regret'][str(x)]:.4f}" for x in CHECKPOINTS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -302,7 +338,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     grid = np.arange(1, BUDGET_FFE * MAX_EPOCH + 1) / MAX_EPOCH
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, entry in summary["algorithms"].items():
-        curve = np.maximum(np.asarray(entry["median_curve"]), 1e-2)
+        curve = np.maximum(np.asarray(entry["median_normalised_curve"]), 1e-4)
         ax.plot(
             grid,
             curve,
@@ -310,9 +346,15 @@ def plot(summary: dict[str, Any], path: Path) -> None:
             lw=2 if name in ("random", "dehb", "bohb") else 1.2,
             ls="--" if name == "random" else "-",
         )
+    if "random" in summary["algorithms"]:
+        final = summary["algorithms"]["random"]["median_normalised_curve"][-1]
+        ax.axhline(final, color="grey", lw=0.8, ls=":")
+        ax.axvline(TARGET_FFE, color="grey", lw=0.8, ls=":")
+        ax.annotate(f"random search at {BUDGET_FFE} FFE; 1/5 of its budget", (TARGET_FFE, final),
+                    xytext=(4, 4), textcoords="offset points", fontsize=7, color="grey")  # fmt: skip
     ax.set_yscale("log")
     ax.set_xlabel("budget (full-fidelity equivalents, 52 epochs each)")
-    ax.set_ylabel("median regret (val accuracy points)")
+    ax.set_ylabel("median normalised regret")
     ax.set_title("YAHPO LCBench surrogate, 1 worker")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(ncol=2, fontsize=8)
@@ -358,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     seconds = time.perf_counter() - started
-    summary = summarise(runs, args.algorithms, args.tasks)
+    worst = {task: worst_final_accuracy(task) for task in args.tasks}
+    summary = summarise(runs, args.algorithms, args.tasks, worst)
     stem = args.stem or ("hpo_lcbench_quick" if args.quick else "hpo_lcbench")
     protocol = {
         "tasks": args.tasks,
@@ -368,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {**SETTINGS, **overrides},
         "observed": "val_accuracy at the epoch each training ends (the metric told to the algorithm)",
         "reference": "best value any run of this benchmark observed on the task (best_any)",
+        "normalised_by": "best_any - lowest 52-epoch val_accuracy of 1,000 random configurations, seed 0 (worst)",
         "wall_seconds": seconds,
     }
     table = markdown(summary, args, len(args.tasks) * args.seeds, seconds)

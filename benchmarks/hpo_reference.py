@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hpo
 from hpo import BUDGET_FFE, TASKS, summarise
-from yahpo import DATA_DIR, MAX_EPOCH, LCBench
+from yahpo import DATA_DIR, MAX_EPOCH, LCBench, worst_final_accuracy
 
 from mal.automl.algorithms import Recommendation
 from mal.automl.space import SearchSpace
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     seconds = time.perf_counter() - started
-    summary = summarise(runs, algorithms, args.tasks)
+    summary = summarise(runs, algorithms, args.tasks, {task: worst_final_accuracy(task) for task in args.tasks})
     stem = "hpo_reference_quick" if args.quick else "hpo_reference"
     protocol = {
         "same_as": "benchmarks/hpo.py (hpo.simulate, hpo.summarise)",

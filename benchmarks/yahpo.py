@@ -89,3 +89,11 @@ class LCBench:
             out = self.session.run(None, {"x_cat": x_cat, "x_cont": x_cont})[0]
             self._cache[key] = out[:, OUTPUTS.index("val_accuracy")].astype(float)
         return self._cache[key]
+
+
+def worst_final_accuracy(task: str, samples: int = 1000, seed: int = 0, data_dir: Path = DATA_DIR) -> float:
+    """The lowest 52-epoch val_accuracy among `samples` random configurations of one task (a fixed draw): the
+    bottom of the range that normalised regret divides by."""
+    bench, space = LCBench(task, data_dir), lcbench_space(data_dir)
+    rng = np.random.default_rng(seed)
+    return float(min(bench.curve(space.sample(rng))[-1] for _ in range(samples)))

@@ -38,7 +38,7 @@ def test_summary_gives_median_task_ffe_and_a_bootstrap_interval() -> None:
         runs += _runs("random", task, [ramp + 0.01 * s for s in range(6)])
         runs += _runs("fast", task, [fast - 0.01 * s for s in range(6)])
         runs += _runs("mixed", task, [quick] * 3 + [slow] * 3)  # half its seeds are lucky
-    summary = hpo.summarise(runs, ["random", "fast", "mixed"], ["a", "b", "c"])
+    summary = hpo.summarise(runs, ["random", "fast", "mixed"], ["a", "b", "c"], {"a": 45.0, "b": 45.0, "c": 45.0})
     fast_entry = summary["algorithms"]["fast"]
     # best_any = 95.05; random's median final regret is about 95.05 - 90.03; `fast` gets there near 12 FFE
     assert fast_entry["ffe_to_random_final_median_task"] == pytest.approx(12.0, abs=0.1)
@@ -50,6 +50,38 @@ def test_summary_gives_median_task_ffe_and_a_bootstrap_interval() -> None:
     assert low <= 3.1 and high >= 19.9  # which seeds a draw holds decides between 3 and 20 FFE
     assert 0.05 < mixed["probability_within_target"] < 0.95
     assert summary["algorithms"]["random"]["ffe_to_random_final_median_task"] == pytest.approx(30.0, abs=0.1)
+
+
+def test_normalised_regret_divides_each_task_by_its_own_range() -> None:
+    """Task a spans 90 points (worst 5), task b 10 (worst 85): the same 2-point regret is 0.022 on a and 0.2 on b,
+    and pooling the tasks takes the median of the normalised values, not of the points."""
+    budget = hpo.BUDGET_FFE * hpo.MAX_EPOCH
+    runs = []
+    for task in ("a", "b"):
+        runs += _runs("random", task, [np.full(budget, 93.0), np.full(budget, 95.0)])
+    summary = hpo.summarise(runs, ["random"], ["a", "b"], {"a": 5.0, "b": 85.0})
+    run_a = next(r for r in runs if r["task"] == "a" and r["best_so_far"][0] == 93.0)
+    run_b = next(r for r in runs if r["task"] == "b" and r["best_so_far"][0] == 93.0)
+    assert run_a["normalised_regret"][-1] == pytest.approx(2.0 / 90.0)
+    assert run_b["normalised_regret"][-1] == pytest.approx(2.0 / 10.0)
+    entry = summary["algorithms"]["random"]
+    assert entry["median_regret"]["30"] == pytest.approx(1.0)  # points: 0, 0, 2, 2
+    assert entry["median_normalised_regret"]["30"] == pytest.approx((0.0 + 2.0 / 90.0) / 2)  # 0, 0, 0.022, 0.2
+    assert summary["worst"] == {"a": 5.0, "b": 85.0}
+    with pytest.raises(ValueError, match="task b: the worst reference 96.0"):
+        hpo.summarise(runs, ["random"], ["a", "b"], {"a": 5.0, "b": 96.0})
+
+
+def test_the_worst_reference_is_a_fixed_draw_below_every_random_configuration() -> None:
+    if not (hpo.DATA_DIR / "model.onnx").is_file():
+        pytest.skip("the LCBench surrogate is not in ../shared/data")
+    import yahpo
+
+    worst = yahpo.worst_final_accuracy("7593", samples=50)
+    assert worst == yahpo.worst_final_accuracy("7593", samples=50)
+    bench, space, rng = yahpo.LCBench("7593"), yahpo.lcbench_space(), np.random.default_rng(0)
+    finals = [bench.curve(space.sample(rng))[-1] for _ in range(50)]
+    assert worst == min(finals) and 0.0 <= worst < 100.0
 
 
 def test_set_takes_any_automl_setting_and_suggests_the_key_when_it_cannot() -> None:

@@ -115,9 +115,11 @@ def run_preflight(
             warn_only=True,
         )
     if settings.algorithm in ("llm", "hybrid", "autoresearch"):
-        for name in ("MAL_LLM_API_KEY", "OPENAI_API_KEY"):
+        key_names = ("MAL_LLM_API_KEY", "OPENAI_API_KEY")
+        for name in key_names:
             report.env[name] = env_state(name)
-        has_key = settings.llm_api_key is not None or any(report.env[n] == "SET" for n in report.env)
+        # Only these two count: report.env also holds the data and W&B credentials, which are no LLM key.
+        has_key = settings.llm_api_key is not None or any(report.env[name] == "SET" for name in key_names)
         report.check(
             "llm api key",
             has_key,

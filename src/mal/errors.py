@@ -24,3 +24,12 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint or pretrained weight file cannot be used."""
+
+
+def yaml_problem(exc: Exception) -> str:
+    """Where and what a PyYAML error is, on one line ("line 2, column 1: expected ',' or ']'"); PyYAML's own
+    message spans several lines with a caret drawing, which would break the one-line error contract."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown position"
+    problem = " ".join(str(getattr(exc, "problem", None) or type(exc).__name__).split())
+    return f"{where}: {problem}"

@@ -24,6 +24,26 @@ def test_unknown_study_key_exits_2_with_a_suggestion(tmp_path, capsys):
     assert "unknown key 'algoritm'" in err and "Did you mean algorithm?" in err
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "automl.yaml does not exist; pass the path of your automl.yaml."),
+        ("algorithm: [random\n", "is not valid YAML"),
+        ("- random\n", "must hold a mapping of keys"),
+        ("hyperparameters: [train.lr]\nautoml_hyperparameters: [train.wd]\n",
+         "sets both hyperparameters and automl_hyperparameters; keep one."),
+    ],
+)
+def test_a_bad_study_file_exits_2_naming_the_file(tmp_path, capsys, text, message):
+    study = tmp_path / "automl.yaml"
+    if text is not None:
+        study.write_text(text)
+    assert main(["run", "-e", str(study), "--yes"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mal automl run: error: ") and str(study) in err and message in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "automl_runs").exists()
+
+
 def test_resume_of_a_folder_without_a_study_exits_2(tmp_path, capsys):
     assert main(["resume", str(tmp_path), "--yes"]) == 2
     assert "holds no AutoML study" in capsys.readouterr().err

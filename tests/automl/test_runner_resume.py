@@ -121,3 +121,47 @@ def test_sigkill_the_runner_then_resume(tmp_path, algorithm, settings):
         assert max(h["budget"] for h in history) == 4
     else:
         assert len(history) == 6
+
+
+def test_ctrl_c_stops_the_running_trainings_and_resume_reruns_them(tmp_path):
+    """Ctrl-C (SIGINT to the runner's process group, as a terminal sends it) must not leave trainings running
+    unwatched: their jobs live in sessions of their own, which the terminal's signal never reaches."""
+    from mal.automl.platforms.local import process_start_ticks
+
+    ws = tmp_path / "ws"
+    study = {
+        "skill_dir": str(make_skill_dir(tmp_path)),
+        "workspace_dir": str(ws),
+        "algorithm": "random",
+        "automl_settings": {"automl_max_recommendations": 4, "automl_max_epochs": 2, "automl_max_concurrent": 2},
+        "spec_overrides": spec_overrides(tmp_path),
+        "command": dummy_command(),
+    }
+    study_file = tmp_path / "automl.yaml"
+    study_file.write_text(yaml.safe_dump(study))
+    env = {**os.environ, "MAL_DUMMY_SLEEP": "30"}  # an epoch takes 30 s: the trainings are surely running
+    runner = subprocess.Popen(_cli("run", "-e", str(study_file)), env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while len(pid_files := sorted(ws.glob("run_*/**/job.pid"))) < 2:
+        assert runner.poll() is None, runner.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "two trainings never started"
+        time.sleep(0.05)
+    time.sleep(0.3)  # let both write their pid and start time
+    jobs = [tuple(map(int, path.read_text().split())) for path in pid_files]
+    os.killpg(runner.pid, signal.SIGINT)
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "mal automl run: interrupted; continue with `mal automl resume`."
+    for pid, ticks in jobs:
+        assert process_start_ticks(pid) != ticks, f"training {pid} still runs after Ctrl-C"
+    state = _state(ws)
+    assert state["phase"] == "search"
+    assert sorted(t["state"] for t in state["trials"].values()) == ["interrupted", "interrupted"]
+
+    env["MAL_DUMMY_SLEEP"] = "0.05"
+    run_dir = sorted(ws.glob("run_*"))[-1]
+    resumed = subprocess.run(_cli("resume", str(run_dir)), env=env, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    history = json.loads((run_dir / "result.json").read_text())["history"]
+    assert [h["status"] for h in history] == ["done"] * 4

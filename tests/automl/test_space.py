@@ -250,3 +250,16 @@ def test_reads_the_skill_dir_written_by_mal_schema(tmp_path):
     assert not math.isnan(space.defaults()["train.lr"])
     with pytest.raises(SpecError, match="no schemas"):
         SearchSpace.from_skill_dir(tmp_path / "missing")
+
+
+def test_a_broken_template_in_the_skill_dir_is_one_line_naming_file_and_position(tmp_path):
+    from mal.spec.export import write_skill_dir
+
+    write_skill_dir(tmp_path)
+    template = tmp_path / "references" / "spec_template_train.yaml"
+    template.write_text("train:\n  lr: [1e-6\n")
+    with pytest.raises(SpecError) as caught:
+        SearchSpace.from_skill_dir(tmp_path)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1
+    assert message.startswith(f"{template} is not valid YAML (line 3, column 1: ") and message.endswith("rewrite it.")

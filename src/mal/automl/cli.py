@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from mal.errors import SpecError, UserError
+from mal.errors import SpecError, UserError, yaml_problem
 
 STUDY_KEYS = (
     "skill_dir",
@@ -109,7 +109,7 @@ def read_study_file(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise SpecError(f"AutoML study file {path} does not exist; pass the path of your automl.yaml.") from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"AutoML study file {path} is not valid YAML ({exc}); fix it.") from None
+        raise SpecError(f"AutoML study file {path} is not valid YAML ({yaml_problem(exc)}); fix it.") from None
     if not isinstance(data, Mapping):
         raise SpecError(f"AutoML study file {path} must hold a mapping of keys; see `mal automl --help`.")
     for key in data:

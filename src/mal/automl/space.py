@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from mal.errors import SpecError
+from mal.errors import SpecError, yaml_problem
 
 ParamKind = Literal["float", "int", "categorical", "bool"]
 
@@ -204,7 +204,7 @@ class SearchSpace:
             try:
                 template = yaml.safe_load(template_path.read_text(encoding="utf-8")) or {}
             except yaml.YAMLError as exc:
-                raise SpecError(f"{template_path} is not valid YAML ({exc}); rewrite it.") from exc
+                raise SpecError(f"{template_path} is not valid YAML ({yaml_problem(exc)}); rewrite it.") from None
         return cls.from_schema(schema, template, parameters, custom_param_ranges, source=str(schema_path))
 
     @classmethod

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from mal.errors import SpecError
+from mal.errors import SpecError, yaml_problem
 from mal.spec.schema import ExperimentSpec
 
 MAX_SPEC_BYTES = 1_000_000
@@ -153,7 +153,7 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"spec file {spec_path}: unsupported YAML tag at line {_line(exc)} (only plain values are allowed)."
         ) from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"spec file {spec_path} is not valid YAML (line {_line(exc)}).") from None
+        raise SpecError(f"spec file {spec_path} is not valid YAML ({yaml_problem(exc)}).") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

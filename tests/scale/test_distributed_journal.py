@@ -273,3 +273,59 @@ def test_bayesian_on_the_store_fits_the_gp_after_its_initial_design(tmp_path):
     trials = sorted(study.get_trials(), key=lambda t: t.number)
     assert [t.user_attrs["proposal"]["source"] for t in trials] == ["initial_design"] * 5 + ["gp_ei"] * 2
     assert all(t.user_attrs["proposal"]["expected_improvement"] >= 0.0 for t in trials[5:])
+
+
+def test_a_store_that_cannot_be_opened_is_one_line_without_the_password(tmp_path):
+    with pytest.raises(UserError, match=r"folder .*nope does not exist; create it or pick another path"):
+        open_storage(tmp_path / "nope" / "study.journal")
+    with pytest.raises(UserError) as refused:  # nothing listens on port 1
+        open_storage("postgresql://mal:s3cret@127.0.0.1:1/studies")
+    message = str(refused.value)
+    assert "s3cret" not in message and "postgresql://mal:***@127.0.0.1:1/studies" in message
+    assert len(message.splitlines()) == 1
+    assert message.startswith("Could not open storage") or "needs a PostgreSQL driver" in message
+    with pytest.raises(UserError, match=r"Could not open storage nosuchdb://mal:\*\*\*@host/x"):
+        open_storage("nosuchdb://mal:s3cret@host/x")
+
+
+@pytest.mark.parametrize(
+    ("mode", "category", "reason"),
+    [("crash", "model_code", "RuntimeError"), ("nometric", "metric_missing", "reported no 'val/mIoU'")],
+)
+def test_a_failing_training_fails_its_trial_with_the_cause(tmp_path, monkeypatch, mode, category, reason):
+    monkeypatch.setenv("MAL_DUMMY_MODE", mode)
+    _create(tmp_path, settings={"automl_max_recommendations": 2})
+    summary = StudyWorker(str(tmp_path / "study.journal"), "s", workspace_dir=tmp_path / "ws", poll_interval=0.05,
+                          console=QUIET).run()  # fmt: skip
+    assert sorted(summary.failed) == [0, 1] and summary.completed == []
+    study, _ = load_distributed_study(str(tmp_path / "study.journal"), "s")
+    for trial in study.get_trials():
+        assert trial.state == TrialState.FAIL and "retry_of" not in trial.user_attrs  # a real failure: no retry
+        assert trial.user_attrs["failure"]["category"] == category and reason in trial.user_attrs["failure"]["reason"]
+
+
+def test_sigterm_hands_the_workers_trials_back_and_another_worker_finishes_them(tmp_path):
+    _create(tmp_path, settings={"automl_max_recommendations": 2, "automl_max_concurrent": 2})
+    url = str(tmp_path / "study.journal")
+    leaving = subprocess.Popen(
+        _worker_command(url, tmp_path / "ws"), env={**os.environ, "MAL_DUMMY_SLEEP": "30"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    trial_dirs = [tmp_path / "ws" / "s" / "trials" / f"trial_{n:04d}" for n in range(2)]
+    jobs = [_job_pid(d / "job.pid") for d in trial_dirs]
+    leaving.send_signal(signal.SIGTERM)
+    _, err = leaving.communicate(timeout=60)
+    assert leaving.returncode == 130, err[-2000:]
+    assert "stopped; its running trials went back to the study" in err
+    assert all(process_start_ticks(pid) != ticks for pid, ticks in jobs)  # its trainings stopped with it
+    study, _ = load_distributed_study(url, "s")
+    handed_back = study.get_trials()
+    assert [t.state for t in handed_back] == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
+    assert "the worker was stopped" in handed_back[0].user_attrs["failure"]["reason"]
+
+    summary = StudyWorker(url, "s", workspace_dir=tmp_path / "ws", poll_interval=0.05, console=QUIET).run()
+    assert sorted(summary.completed) == [2, 3]
+    retries = study.get_trials()[2:]
+    assert sorted(t.user_attrs["retry_of"] for t in retries) == [0, 1]
+    assert all(t.user_attrs["params"] == study.get_trials()[t.user_attrs["retry_of"]].user_attrs["params"]
+               for t in retries)  # fmt: skip

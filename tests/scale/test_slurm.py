@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -159,3 +161,55 @@ def test_a_dead_workers_slurm_job_is_cancelled_when_its_trial_is_failed(slurm, t
     assert outcomes == [f"its Slurm job {slurm_id} was stopped"]
     assert _final_state(slurm_id, env) == "CANCELLED"
     assert fail_stale_trials(study, 1.0, on_failed=lambda dead: outcomes.append("again")) == []  # once only
+
+
+def _kill_batch_script(slurm_id: str, env) -> None:
+    """SIGKILL every process of the job on its node, as the kernel's OOM killer or an operator would."""
+    listed = subprocess.run(["scontrol", "listpids", slurm_id], capture_output=True, text=True, env=env, check=True)
+    pids = [int(line.split()[0]) for line in listed.stdout.splitlines()[1:] if line.split()[0].isdigit()]
+    assert pids, listed.stdout
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("how", ["killed on the node", "cancelled by someone else"])
+def test_a_job_slurm_ended_before_it_recorded_an_exit_code_fails_its_trial_with_slurms_reason(slurm, tmp_path, how):
+    """The batch script ends before it writes exit_code: the trial fails as infrastructure, not as lost, and its
+    reason says what Slurm saw."""
+    import threading
+
+    platform = SlurmPlatform(max_concurrent=1, command=dummy_command(), use_gpus=False, time_limit="10",
+                             env={"MAL_DUMMY_SLEEP": "60"})  # fmt: skip
+    runner = quiet_runner(tmp_path, platform=platform, poll_interval=0.2)
+    results: list[dict] = []
+    study = threading.Thread(target=lambda: results.append(runner.run(
+        automl_algorithm="random", spec_overrides=spec_overrides(tmp_path),
+        automl_settings={"automl_max_recommendations": 1, "automl_max_epochs": 2, "automl_max_concurrent": 1},
+    )))  # fmt: skip
+    study.start()
+    env, deadline = slurm.env(), time.monotonic() + 60
+    while not (ids := list((tmp_path / "ws").rglob("slurm_job_id"))) or _scontrol(
+        "JobState", ids[0].read_text().strip(), env
+    ) != "RUNNING":
+        assert time.monotonic() < deadline and study.is_alive(), "the trial's job never ran"
+        time.sleep(0.1)
+    slurm_id = ids[0].read_text().strip()
+    time.sleep(1.0)  # the dummy job is inside its first epoch
+    if how == "killed on the node":
+        _kill_batch_script(slurm_id, env)
+    else:
+        subprocess.run(["scancel", slurm_id], env=env, check=True, timeout=30)
+    study.join(timeout=120)
+    assert not study.is_alive()
+    (trial,) = results[0]["history"]
+    assert trial["status"] == "failed" and trial["failure_class"] == "infrastructure"
+    if how == "killed on the node":
+        assert _final_state(slurm_id, env) == "FAILED"
+        assert trial["failure_reason"] == (
+            "killed by SIGKILL (possibly the kernel's out-of-memory killer); last output: "
+            f"slurm: job {slurm_id} ended FAILED before it finished (see `sacct -j {slurm_id}`)"
+        )
+    else:
+        assert _final_state(slurm_id, env) == "CANCELLED"
+        assert trial["failure_reason"].startswith("killed by SIGTERM; last output: ")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -89,3 +90,65 @@ def test_run_with_a_generated_skill_dir_then_status_and_report(tmp_path, capsys)
     # Resuming a finished study changes nothing and says so.
     assert main(["resume", str(run_dir), "--yes", "--no-live"]) == 0
     assert json.loads((run_dir / "result.json").read_text())["progress"]["completed"] == 2
+
+
+def _on_a_terminal(args: list[str], answer: str, timeout: float = 90) -> tuple[int, str]:
+    """Run `mal automl ARGS` with a pseudo-terminal as stdin/stdout, answering the launch prompt with `answer`."""
+    import pty
+    import select
+    import subprocess
+    import time
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "250", "MAL_DUMMY_SLEEP": "0.01"}
+    proc = subprocess.Popen([sys.executable, "-m", "mal", "automl", *args], stdin=slave, stdout=slave, stderr=slave,
+                            env=env, close_fds=True)  # fmt: skip
+    os.close(slave)
+    out, answered, deadline = b"", False, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        chunk = b""
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                chunk = b""
+            out += chunk
+        if not answered and b"Launch this study?" in out:
+            os.write(master, answer.encode() + b"\r")
+            answered = True
+        if not chunk and proc.poll() is not None:
+            break
+    os.close(master)
+    return proc.wait(timeout=10), out.decode(errors="replace").replace("\r\n", "\n")
+
+
+@pytest.mark.slow
+def test_the_launch_review_asks_on_a_terminal_and_a_declined_study_resumes_to_the_same_question(tmp_path):
+    from study_kit import write_dummy_study
+
+    study = write_dummy_study(tmp_path, tmp_path / "ws", automl_max_recommendations=2, automl_max_epochs=2)
+    code, text = _on_a_terminal(["run", "-e", str(study), "--no-live", "--poll-interval", "0.05"], "n")
+    assert code == 0, text[-2000:]
+    assert "Preflight" in text and "Launch this study?" in text
+    assert "launch declined; nothing ran. Launch it later with `mal automl resume" in " ".join(text.split())
+    (run_dir,) = (tmp_path / "ws").glob("run_*")
+    assert not (run_dir / "trials").exists() or not any((run_dir / "trials").iterdir())
+
+    code, text = _on_a_terminal(["resume", str(run_dir), "--no-live", "--poll-interval", "0.05"], "y")
+    assert code == 0, text[-2000:]
+    assert "Launch this study?" in text
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["phase"] == "done" and [h["status"] for h in result["history"]] == ["done", "done"]
+
+
+def test_without_a_terminal_the_launch_needs_yes(tmp_path, capsys, monkeypatch):
+    from study_kit import write_dummy_study
+
+    study = write_dummy_study(tmp_path, tmp_path / "ws", automl_max_recommendations=1)
+    with open(os.devnull) as no_terminal:
+        monkeypatch.setattr(sys, "stdin", no_terminal)
+        assert main(["run", "-e", str(study), "--no-live"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("mal automl run: error: The launch needs a confirmation but there is no terminal; rerun with "
+                       "--yes (or yes=True) to launch without the prompt.")  # fmt: skip

@@ -293,6 +293,12 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
 
 
 def _print_summary(result: Mapping[str, Any], console: Console) -> None:
+    if result["phase"] == "declined":
+        console.print(
+            f"launch declined; nothing ran. Launch it later with `mal automl resume {result['workspace']}` "
+            f"(it shows the review again)."
+        )
+        return
     best, final, baseline = result["best"], result["final_evaluation"], result["baseline"]
     metric = result.get("metric") or "metric"
     console.print(f"study: {result['workspace']} ({result['phase']})")

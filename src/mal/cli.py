@@ -32,10 +32,6 @@ SPEC_ACTIONS: dict[str, tuple[str, str]] = {
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
 
 
-class NotBuiltError(UserError):
-    """An action whose implementation has not landed yet."""
-
-
 def _add_spec_arguments(parser: argparse.ArgumentParser, spec_required: bool = True) -> None:
     parser.add_argument("-e", "--experiment_spec", "--experiment-spec", dest="spec", required=spec_required,
                         metavar="SPEC", help="spec YAML file (TAO layout; see `mal schema`)")
@@ -104,13 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _resolve(target: str) -> Callable[..., int | None]:
     module_name, function_name = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            raise NotBuiltError(f"`{module_name}` is not built yet in mal {__version__}; nothing was run.") from None
-        raise
-    return getattr(module, function_name)
+    return getattr(importlib.import_module(module_name), function_name)
 
 
 def _run_spec_action(args: argparse.Namespace) -> int:

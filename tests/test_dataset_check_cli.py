@@ -58,3 +58,41 @@ def test_broken_file_exits_2_with_every_problem(tmp_path):
     assert result.returncode == 2
     for kind in ("missing_image", "duplicate_id", "unknown_image", "bbox_empty"):
         assert kind in result.stdout, kind
+
+
+def _spec_check(tmp_path: Path, spec_text: str) -> subprocess.CompletedProcess[str]:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_text)
+    return subprocess.run([sys.executable, "-m", "mal", "dataset", "check", "-e", str(spec)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def test_train_val_and_inference_files_are_each_checked_with_their_own_image_folder(tmp_path):
+    from mal.data.synthetic import make_synthetic_coco
+
+    train = make_synthetic_coco(tmp_path / "a", num_images=3, seed=1)
+    val = make_synthetic_coco(tmp_path / "b", num_images=2, seed=2)
+    unlabeled = make_synthetic_coco(tmp_path / "c", num_images=4, seed=3)
+    result = _spec_check(tmp_path, f"dataset:\n  train_ann_path: {train}\n  train_img_dir: {train.parent / 'images'}\n"
+                                   f"  val_ann_path: {val}\n  val_img_dir: {val.parent / 'images'}\n"
+                                   f"inference:\n  ann_path: {unlabeled}\n  img_dir: {unlabeled.parent / 'images'}\n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    sections = re.findall(r"^== (\w+): (.+)$", result.stdout, flags=re.MULTILINE)
+    assert sections == [("train", str(train)), ("val", str(val)), ("inference", str(unlabeled))]
+    assert [count(part, "images") for part in result.stdout.split("== ")[1:]] == [3, 2, 4]
+
+
+def test_a_spec_without_annotations_or_image_folder_exits_2_naming_the_key(tmp_path):
+    from mal.data.synthetic import make_synthetic_coco
+
+    nothing = _spec_check(tmp_path, "train:\n  num_epochs: 1\n")
+    assert nothing.returncode == 2
+    assert nothing.stderr.strip().splitlines()[-1].endswith(
+        "mal dataset check needs dataset.train_ann_path (and dataset.train_img_dir) in the spec."
+    )
+    unlabeled = make_synthetic_coco(tmp_path / "c", num_images=1)
+    no_images = _spec_check(tmp_path, f"inference:\n  ann_path: {unlabeled}\n")
+    assert no_images.returncode == 2
+    assert no_images.stderr.strip().splitlines()[-1].endswith(
+        f"the inference annotations {unlabeled} need an image folder; set inference.img_dir."
+    )

@@ -22,7 +22,8 @@ def run(spec: ExperimentSpec) -> int:
     first_failure: str | None = None
     for name, ann_path, img_dir in pairs:
         if not img_dir:
-            raise SpecError(f"the {name} annotations {ann_path} need an image folder (dataset.{name}_img_dir).")
+            key = "inference.img_dir" if name == "inference" else f"dataset.{name}_img_dir"
+            raise SpecError(f"the {name} annotations {ann_path} need an image folder; set {key}.")
         print(f"== {name}: {ann_path}")
         report = dataset_check(ann_path, img_dir, load_mask=dataset.load_mask, min_obj_size=dataset.min_obj_size,
                                max_obj_size=dataset.max_obj_size,

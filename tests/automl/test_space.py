@@ -263,3 +263,72 @@ def test_a_broken_template_in_the_skill_dir_is_one_line_naming_file_and_position
     message = str(caught.value)
     assert len(message.splitlines()) == 1
     assert message.startswith(f"{template} is not valid YAML (line 3, column 1: ") and message.endswith("rewrite it.")
+
+
+def _leaf_schema(**leaves: dict) -> dict:
+    return {"properties": {"train": {"type": "object", "properties": leaves}}}
+
+
+@pytest.mark.parametrize(
+    ("leaves", "custom", "message"),
+    [
+        ({"lr": {"type": "object"}}, None, "AutoML parameter train.lr in the schema has type 'object', which AutoML "
+         "cannot search."),
+        ({"lr": {"type": "number"}}, None, "train.lr in the schema has no finite search range (minimum/maximum); give "
+         "one in custom_param_ranges."),
+        ({"lr": {"type": "number", "minimum": 1.0, "maximum": 0.1}}, None, "train.lr has minimum 1.0 above maximum "
+         "0.1; swap them."),
+        ({"lr": {"type": "number", "minimum": 0.0, "maximum": 1.0, "log_scale": True}}, None,
+         "train.lr is log scaled but its range starts at 0.0; make it positive."),
+        ({"lr": {"type": "number", "minimum": 0.0, "maximum": 1.0}}, {"train.lr": [0.5, 0.1]},
+         "custom_param_ranges for train.lr has min 0.5 above max 0.1; swap them."),
+        ({"lr": {"type": "number", "minimum": 0.0, "maximum": 1.0}}, {"train.lr": "small"},
+         "custom_param_ranges for train.lr is 'small'; give [low, high] or {'min': low, 'max': high}."),
+        ({"lr": {"type": "string", "enum": ["a", "b"]}}, {"train.lr": "a"},
+         "custom_param_ranges for train.lr is 'a'; give a list of its choices."),
+        ({"lr": {"type": "string"}}, None, "train.lr in the schema has no enum of choices"),
+        ({"lr": {"type": "string", "enum": ["a", "b"], "option_weights": [1, -1]}}, None,
+         "train.lr has option_weights [1, -1]; give 2 non-negative weights"),
+        ({"lr": {"type": "integer", "minimum": 3, "maximum": 7, "math_cond": "^ 2"}}, None, None),
+        ({"lr": {"type": "integer", "minimum": 5, "maximum": 7, "math_cond": "^ 2"}}, None,
+         "train.lr has no value in [5, 7] satisfying math_cond '^ 2'; widen the range."),
+        ({"lr": {"type": "number", "minimum": 0, "maximum": 1, "math_cond": "~ 3"}}, None,
+         "train.lr has math_cond '~ 3', which is not one of"),
+        ({"lr": {"type": "number", "minimum": 0, "maximum": 1, "math_cond": "> depends_on"}}, None,
+         "train.lr has math_cond '> depends_on' but no depends_on key; add one."),
+        ({"lr": {"type": "number", "minimum": 0, "maximum": 1, "depends_on": "train.wd"}}, None,
+         "train.lr depends on train.wd, which is not searched; add train.wd to the AutoML parameters."),
+    ],
+)
+def test_a_schema_or_range_automl_cannot_search_is_refused_with_the_fix(leaves, custom, message):
+    schema = _leaf_schema(**leaves)
+    if message is None:  # the valid neighbour of the next case: 4 is a power of 2 in [3, 7]
+        assert SearchSpace.from_schema(schema, parameters=["train.lr"])["train.lr"].low == 3
+        return
+    with pytest.raises(SpecError) as refused:
+        SearchSpace.from_schema(schema, parameters=["train.lr"], custom_param_ranges=custom)
+    assert message in str(refused.value) and len(str(refused.value).splitlines()) == 1
+
+
+def test_a_depends_on_cycle_and_missing_defaults_are_refused():
+    cyclic = _leaf_schema(a={"type": "number", "minimum": 0, "maximum": 1, "depends_on": "train.b"},
+                          b={"type": "number", "minimum": 0, "maximum": 1, "depends_on": "train.a"})  # fmt: skip
+    with pytest.raises(SpecError, match="is part of a depends_on cycle; break the cycle"):
+        SearchSpace.from_schema(cyclic, parameters=["train.a", "train.b"])
+    with pytest.raises(SpecError, match="No AutoML parameters were given and the schema lists no automl_default"):
+        SearchSpace.from_schema(_leaf_schema(a={"type": "number", "minimum": 0, "maximum": 1}))
+    space = SearchSpace.from_schema(_leaf_schema(a={"type": "number", "minimum": 0, "maximum": 1},
+                                                 b={"type": "string", "enum": ["x", "y"]}),
+                                    parameters=["train.a", "train.b"])  # fmt: skip
+    with pytest.raises(SpecError, match="the config lacks a value for train.b; give every searched parameter"):
+        space.validate({"train.a": 0.5})
+    with pytest.raises(SpecError, match=r"the config sets train.b = 'z', outside its search space \['x', 'y'\]"):
+        space.validate({"train.a": 0.5, "train.b": "z"})
+
+
+def test_a_skill_dir_with_a_broken_schema_names_the_file(tmp_path):
+    (tmp_path / "schemas").mkdir()
+    schema = tmp_path / "schemas" / "train.schema.json"
+    schema.write_text('{"properties": {')
+    with pytest.raises(SpecError, match=r"train.schema.json is not valid JSON \(.* at line 1\); rewrite it"):
+        SearchSpace.from_skill_dir(tmp_path)

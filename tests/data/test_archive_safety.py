@@ -121,3 +121,41 @@ def test_not_an_archive(tmp_path):
     fake.write_bytes(b"plain text")
     with pytest.raises(DataError, match="neither a tar nor a zip"):
         extract_archive(fake, tmp_path / "out")
+
+
+def test_a_truncated_download_says_the_archive_is_incomplete(tmp_path):
+    payload = bytes(range(256)) * 400  # 100 KiB that gzip cannot shrink much
+    tar_path = tmp_path / "data.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tar:
+        info = tarfile.TarInfo("images/a.bin")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    zip_path = tmp_path / "data.zip"
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        zf.writestr("images/a.bin", payload)
+    for archive in (tar_path, zip_path):
+        whole = archive.read_bytes()
+        archive.write_bytes(whole[: len(whole) // 2])  # a download cut off half way
+    with pytest.raises(DataError, match=r"could not be extracted \(.+\); check that the archive is complete"):
+        extract_archive(tar_path, tmp_path / "out-tar")
+    with pytest.raises(DataError, match="starts like a zip archive but its end is missing; download it again"):
+        extract_archive(zip_path, tmp_path / "out-zip")
+
+
+def test_zip_links_inside_the_archive_and_special_files(tmp_path):
+    archive = tmp_path / "links.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("dir/a.txt", "hello")
+        link = zipfile.ZipInfo("dir/b.txt")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(link, "a.txt")
+    extract_archive(archive, tmp_path / "out")
+    assert (tmp_path / "out" / "dir" / "b.txt").is_symlink()
+    assert (tmp_path / "out" / "dir" / "b.txt").read_text() == "hello"
+    fifo = tmp_path / "fifo.zip"
+    with zipfile.ZipFile(fifo, "w") as zf:
+        special = zipfile.ZipInfo("pipe")
+        special.external_attr = (stat.S_IFIFO | 0o644) << 16
+        zf.writestr(special, "")
+    with pytest.raises(DataError, match="member 'pipe' that is a device or special file"):
+        extract_archive(fifo, tmp_path / "out2")

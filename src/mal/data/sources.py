@@ -276,8 +276,16 @@ def extract_archive(
         _extract_zip(archive, dest, limits, compressed_size, shown)
     elif tarfile.is_tarfile(archive):
         _extract_tar(archive, dest, limits, compressed_size, shown)
+    elif _starts_like_a_zip(archive):
+        # A zip's table of contents is at its end, so a cut-off download starts right but is no zip at all.
+        raise DataError(f"{shown} starts like a zip archive but its end is missing; download it again in full.")
     else:
         raise DataError(f"{shown} is neither a tar nor a zip archive; repack it or point to the folder.")
+
+
+def _starts_like_a_zip(archive: Path) -> bool:
+    with open(archive, "rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
 
 
 def _safe_relative(name: str, shown: str) -> PurePosixPath:

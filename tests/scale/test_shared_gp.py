@@ -88,3 +88,20 @@ def test_a_trial_whose_worker_has_not_stored_its_configuration_is_left_out():
     assert half_started.number == 6 and trial.number == 7
     assert params == pytest.approx(SPACE.from_unit(expected), rel=1e-9) and proposal == pytest.approx(info)
     assert proposal["source"] == "gp_ei"
+
+
+def test_a_trial_failed_for_its_dead_worker_counts_through_its_retry_not_as_a_crash():
+    study = optuna.create_study(direction="maximize")
+    for number in range(6):
+        trial, params, _ = _ask(study, "maximize")
+        if number == 5:
+            study.tell(trial, state=TrialState.FAIL)  # its worker stopped beating
+        else:
+            study.tell(trial, accuracy(params))
+    dead = study.trials[5]
+    study.enqueue_trial({}, user_attrs={"retry_of": dead.number, "params": dead.user_attrs["params"]})
+    retry = study.ask()  # the retry, running: a believer at the dead trial's configuration
+    trial, params, _ = _ask(study, "maximize")
+    finished = [(t.user_attrs["params"], t.value) for t in study.trials[:5]]
+    expected, _ = gp_proposal(SPACE, SETTINGS["seed"], trial.number, 5, finished, [dead.user_attrs["params"]])
+    assert retry.number == 6 and params == pytest.approx(SPACE.from_unit(expected), rel=1e-9)

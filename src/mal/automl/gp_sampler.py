@@ -44,10 +44,13 @@ class SharedGPSampler(BaseSampler):
             return {}
         history: list[tuple[dict[str, Any], float]] = []
         pending: list[dict[str, Any]] = []
-        for other in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+        # A trial failed because its worker died is run again as a retry, which stands for it: not a crash.
+        retried = {t.user_attrs["retry_of"] for t in trials if t.user_attrs.get("retry_of") is not None}
+        for other in trials:
             params = other.user_attrs.get("params")
-            if other.number == trial.number or params is None:
-                continue  # this trial, or one whose worker has not yet written its configuration
+            if other.number == trial.number or params is None or other.number in retried:
+                continue  # this trial, one whose worker has not yet written its configuration, or a retried one
             if other.state == TrialState.COMPLETE and other.value is not None and math.isfinite(other.value):
                 history.append((params, self.sign * other.value))
             elif other.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED):

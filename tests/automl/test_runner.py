@@ -268,3 +268,19 @@ def test_hooks_decide_metrics_and_final_evaluation(tmp_path):
     )
     assert again["final_evaluation"]["status"] == "callback_error"
     assert "evaluation server down" in again["final_evaluation"]["reason"]
+
+
+def test_a_failing_final_evaluation_is_reported_and_the_best_training_still_stands(tmp_path):
+    result = runner(tmp_path, {"MAL_DUMMY_EVALUATE_CRASH": "1"}).run(
+        automl_algorithm="random",
+        automl_settings={**FAST, "automl_max_recommendations": 2, "run_final_evaluation": True},
+        spec_overrides=spec_overrides(tmp_path),
+    )
+    assert result["phase"] == "done" and [h["status"] for h in result["history"]] == ["done", "done"]
+    final = result["final_evaluation"]
+    assert final["status"] == "unavailable" and final["metric_value"] is None
+    assert final["reason"].startswith("mal evaluate failed (")
+    assert "illegal memory access" in final["reason"]
+    assert result["best"]["metric_value"] == max(h["metric"] for h in result["history"])
+    report = (Path(result["report"])).read_text()
+    assert "unavailable" in report and "illegal memory access" in report

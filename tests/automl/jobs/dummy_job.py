@@ -13,6 +13,7 @@ Environment knobs (for failure tests):
     MAL_DUMMY_CRASH_LR_ABOVE   raise inside "training" when train.lr is above this value
     MAL_DUMMY_OOM_BATCH_ABOVE  fail with a CUDA out-of-memory error when train.batch_size is above this value
     MAL_DUMMY_STARTED_LOG      append "<results_dir> <start epoch>" here at every start (to count launches)
+    MAL_DUMMY_EVALUATE_CRASH   `evaluate` raises (trainings still behave)
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ def train(spec) -> int:
 
 
 def evaluate(spec) -> int:
+    if os.environ.get("MAL_DUMMY_EVALUATE_CRASH"):
+        raise RuntimeError("dummy evaluation crash: CUDA error: an illegal memory access was encountered")
     out = Path(spec.results_dir) / "evaluate"
     out.mkdir(parents=True, exist_ok=True)
     ckpt = json.loads(Path(spec.evaluate.checkpoint).read_text())

@@ -284,3 +284,26 @@ def test_a_failing_final_evaluation_is_reported_and_the_best_training_still_stan
     assert result["best"]["metric_value"] == max(h["metric"] for h in result["history"])
     report = (Path(result["report"])).read_text()
     assert "unavailable" in report and "illegal memory access" in report
+
+
+def test_a_promotion_whose_parent_checkpoint_is_gone_fails_as_infrastructure_and_the_search_ends(tmp_path):
+    """Someone cleans the trial folders while the search runs: a promotion cannot continue its parent's training.
+    It fails with the reason, is not retrained from scratch, and the search still comes to an end."""
+
+    def clean(rec, metric, status):
+        for checkpoint in (Path(rec["results_dir"]) / "train").glob("*.pth"):
+            checkpoint.unlink()
+
+    result = runner(tmp_path).run(
+        automl_algorithm="hyperband",
+        automl_settings={"automl_max_epochs": 4, "automl_reduction_factor": 2, "automl_max_concurrent": 1},
+        spec_overrides=spec_overrides(tmp_path),
+        on_result=clean,
+    )
+    promotions = [h for h in result["history"] if h["resume_from"] is not None]
+    assert promotions and all(h["status"] == "failed" for h in promotions)
+    assert {h["failure_class"] for h in promotions} == {"infrastructure"}
+    assert all(h["failure_reason"] == f"the checkpoint of rec {h['resume_from']} to continue from is missing"
+               for h in promotions)  # fmt: skip
+    assert all(h["started"] is None for h in promotions)  # never launched
+    assert result["phase"] == "done"

@@ -152,3 +152,16 @@ def test_without_a_terminal_the_launch_needs_yes(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == ("mal automl run: error: The launch needs a confirmation but there is no terminal; rerun with "
                        "--yes (or yes=True) to launch without the prompt.")  # fmt: skip
+
+
+@pytest.mark.parametrize("command", [["python", "train.py"], "python train.py {spec}"])
+def test_a_trial_command_without_the_spec_placeholder_exits_2_with_an_example(tmp_path, capsys, command):
+    from study_kit import write_dummy_study
+
+    study = write_dummy_study(tmp_path, tmp_path / "ws")
+    data = yaml.safe_load(study.read_text()) | {"command": command}
+    study.write_text(yaml.safe_dump(data))
+    assert main(["run", "-e", str(study), "--yes", "--no-live"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has no '{spec}' argument" in err
+    assert "e.g. [python, -m, mal, '{action}', -e, '{spec}']" in err

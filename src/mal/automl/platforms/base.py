@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from mal.errors import SpecError
+
 JobState = Literal["running", "exited", "cancelled", "lost"]
 
 
@@ -102,3 +104,14 @@ class Platform(ABC):
     def describe(self) -> dict[str, Any]:
         """For the launch review."""
         return {"platform": type(self).__name__, "capacity": self.capacity, "devices_per_job": self.devices_per_job}
+
+
+def command_template(command: Sequence[str] | str) -> list[str]:
+    """The study's `command` as a list of arguments; it must say where the trial's spec file goes."""
+    parts = [str(part) for part in ([command] if isinstance(command, str) else command)]
+    if "{spec}" not in parts:
+        raise SpecError(
+            f"command {parts} has no '{{spec}}' argument, so a trial could not be given its spec file; write it as "
+            f"a list with '{{spec}}' where the file goes, e.g. [python, -m, mal, '{{action}}', -e, '{{spec}}']."
+        )
+    return parts

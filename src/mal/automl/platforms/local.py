@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mal.automl.platforms._exit_recorder import PID_FILE
-from mal.automl.platforms.base import JobRecord, JobStatus, Platform
+from mal.automl.platforms.base import JobRecord, JobStatus, Platform, command_template
 
 DEFAULT_COMMAND = (sys.executable, "-m", "mal", "{action}", "-e", "{spec}")
 EXIT_FILE = "exit_code"
@@ -99,9 +99,7 @@ class LocalPlatform(Platform):
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
-        self.command = [str(part) for part in command]
-        if "{spec}" not in self.command:
-            raise ValueError("the command template needs a '{spec}' argument")
+        self.command = command_template(command)
         self.gpus = list(detect_gpus() if gpus is None else gpus)
         self.max_concurrent = max_concurrent
         self.kill_grace = kill_grace

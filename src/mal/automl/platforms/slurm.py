@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mal.automl.platforms.base import JobRecord, JobStatus, Platform
+from mal.automl.platforms.base import JobRecord, JobStatus, Platform, command_template
 from mal.automl.platforms.contract import get_dotted, load_yaml
 from mal.automl.platforms.local import DEFAULT_COMMAND, EXIT_FILE, STDERR_LOG, STDOUT_LOG, tail_text
 from mal.errors import UserError
@@ -96,9 +96,7 @@ class SlurmPlatform(Platform):
     ) -> None:
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1")
-        self.command = [str(part) for part in command]
-        if "{spec}" not in self.command:
-            raise ValueError("the command template needs a '{spec}' argument")
+        self.command = command_template(command)
         self.max_concurrent = max_concurrent
         self.partition, self.account, self.time_limit = partition, account, time_limit
         self.cpus_per_task, self.mem, self.use_gpus = cpus_per_task, mem, use_gpus

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shlex
 import signal
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from optuna.trial import TrialState
 from rich.console import Console
 from study_kit import dummy_command, make_skill_dir, quiet_runner, spec_overrides
@@ -213,3 +215,38 @@ def test_a_job_slurm_ended_before_it_recorded_an_exit_code_fails_its_trial_with_
     else:
         assert _final_state(slurm_id, env) == "CANCELLED"
         assert trial["failure_reason"].startswith("killed by SIGTERM; last output: ")
+
+
+def test_mal_automl_run_with_platform_slurm_runs_every_trial_as_a_slurm_job(slurm, tmp_path):
+    """The study file alone (platform: slurm, slurm: {...}) sends the local runner's trials to Slurm."""
+    from study_kit import automl_run_command, write_dummy_study
+
+    study_file = write_dummy_study(tmp_path, tmp_path / "ws", automl_max_recommendations=2, automl_max_epochs=2)
+    study = yaml.safe_load(study_file.read_text())
+    study |= {"platform": "slurm", "slurm": {"use_gpus": False, "time_limit": "10"}}
+    study_file.write_text(yaml.safe_dump(study))
+    done = subprocess.run(automl_run_command(study_file), env=slurm.env(), capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = (tmp_path / "ws").glob("run_*")
+    history = json.loads((run_dir / "result.json").read_text())["history"]
+    assert [h["status"] for h in history] == ["done", "done"]
+    ids = [(Path(h["checkpoint"]).parents[1] / "slurm_job_id").read_text().strip() for h in history]
+    assert len(set(ids)) == 2 and all(_final_state(i, slurm.env()) == "COMPLETED" for i in ids)
+
+    study["slurm"]["gpus_per_job"] = 1  # not a Slurm setting
+    study_file.write_text(yaml.safe_dump(study))
+    refused = subprocess.run(automl_run_command(study_file), env=slurm.env(), capture_output=True, text=True,
+                             timeout=120)  # fmt: skip
+    assert refused.returncode == 2 and "Slurm settings ['gpus_per_job'] are unknown" in refused.stderr
+
+
+def test_an_unknown_platform_is_refused_before_anything_runs(tmp_path):
+    from study_kit import automl_run_command, write_dummy_study
+
+    study_file = write_dummy_study(tmp_path, tmp_path / "ws")
+    study_file.write_text(yaml.safe_dump(yaml.safe_load(study_file.read_text()) | {"platform": "kubernetes"}))
+    refused = subprocess.run(automl_run_command(study_file), capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].endswith("platform 'kubernetes' is unknown; use local or slurm.")
+    assert not (tmp_path / "ws").exists() or not list((tmp_path / "ws").glob("run_*"))

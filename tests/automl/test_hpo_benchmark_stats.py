@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -106,3 +107,23 @@ def test_a_run_uses_its_overrides() -> None:
     gentler = hpo.simulate("hyperband", "3945", 0, budget_ffe=2, overrides={"automl_reduction_factor": 2})
     assert default["recommendations"] == 27 + 9 + 2  # 27 x 2 epochs + 9 x 4 + 1 x 11 = 101, the next one cut off
     assert gentler["recommendations"] == 32 + 16 + 8  # 32 x 2 + 16 x 1 + 8 x 3 = 104
+
+
+def test_the_report_stores_one_row_per_run_and_normalised_regret_is_derivable(tmp_path, monkeypatch):
+    budget = hpo.BUDGET_FFE * hpo.MAX_EPOCH
+    runs = _runs("random", "a", [np.linspace(50.0, 90.0, budget), np.linspace(60.0, 95.0, budget)])
+    for seed, run in enumerate(runs):
+        run |= {"seed": seed, "restarts": 0, "seconds": 0.123456}
+    summary = hpo.summarise(runs, ["random"], ["a"], {"a": 45.0})
+    monkeypatch.setattr(hpo, "RESULTS", tmp_path)
+    hpo.write_report("r", runs, summary, {"seeds": 2}, "table\n")
+    report = json.loads((tmp_path / "r.json").read_text())
+    columns, rows = report["runs"]["columns"], report["runs"]["rows"]
+    assert len(rows) == 2 and len(columns) == len(rows[0]) == 6 + len(hpo.CHECKPOINTS)
+    row = dict(zip(columns, rows[1], strict=True))
+    assert (row["algorithm"], row["task"], row["seed"], row["seconds"]) == ("random", "a", 1, 0.123)
+    at_6 = round(6 * hpo.MAX_EPOCH) - 1
+    assert row["regret at 6 FFE"] == round(runs[1]["regret"][at_6], 4)
+    scale = report["best_any"]["a"] - report["worst"]["a"]
+    assert row["regret at 6 FFE"] / scale == pytest.approx(runs[1]["normalised_regret"][at_6], abs=1e-4)
+    assert (tmp_path / "r.md").read_text() == "table\n"

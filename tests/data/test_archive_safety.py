@@ -106,12 +106,18 @@ def test_zip_traversal_absolute_and_bomb(tmp_path):
     assert not (tmp_path / "out" / "zeros.bin").exists()
 
 
-def test_zip_symlink_outside_is_refused(tmp_path):
-    archive = tmp_path / "link.zip"
+def zip_with(archive: Path, *members: tuple[str, int, str]) -> Path:
+    """A zip of (name, file type bits from `stat`, data) members; a link's data is its target."""
     with zipfile.ZipFile(archive, "w") as zf:
-        info = zipfile.ZipInfo("link")
-        info.external_attr = (stat.S_IFLNK | 0o777) << 16
-        zf.writestr(info, "../../etc/passwd")
+        for name, kind, data in members:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (kind | 0o644) << 16
+            zf.writestr(info, data)
+    return archive
+
+
+def test_zip_symlink_outside_is_refused(tmp_path):
+    archive = zip_with(tmp_path / "link.zip", ("link", stat.S_IFLNK, "../../etc/passwd"))
     with pytest.raises(DataError, match="'link'"):
         extract_archive(archive, tmp_path / "out")
 
@@ -143,19 +149,12 @@ def test_a_truncated_download_says_the_archive_is_incomplete(tmp_path):
 
 
 def test_zip_links_inside_the_archive_and_special_files(tmp_path):
-    archive = tmp_path / "links.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("dir/a.txt", "hello")
-        link = zipfile.ZipInfo("dir/b.txt")
-        link.external_attr = (stat.S_IFLNK | 0o777) << 16
-        zf.writestr(link, "a.txt")
+    archive = zip_with(
+        tmp_path / "links.zip", ("dir/a.txt", stat.S_IFREG, "hello"), ("dir/b.txt", stat.S_IFLNK, "a.txt")
+    )
     extract_archive(archive, tmp_path / "out")
     assert (tmp_path / "out" / "dir" / "b.txt").is_symlink()
     assert (tmp_path / "out" / "dir" / "b.txt").read_text() == "hello"
-    fifo = tmp_path / "fifo.zip"
-    with zipfile.ZipFile(fifo, "w") as zf:
-        special = zipfile.ZipInfo("pipe")
-        special.external_attr = (stat.S_IFIFO | 0o644) << 16
-        zf.writestr(special, "")
+    fifo = zip_with(tmp_path / "fifo.zip", ("pipe", stat.S_IFIFO, ""))
     with pytest.raises(DataError, match="member 'pipe' that is a device or special file"):
         extract_archive(fifo, tmp_path / "out2")

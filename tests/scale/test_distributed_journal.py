@@ -44,6 +44,10 @@ def _create(root, name="s", settings=None, **kwargs):
         **kwargs,
     )
 
+def _worker_command(url: str, workspace: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "mal", "automl", "worker", "--storage", url, "--study", "s",
+            "--workspace", str(workspace), "--poll-interval", "0.05", *extra]  # fmt: skip
+
 
 def test_two_workers_in_one_process_run_every_trial_once(tmp_path, monkeypatch):
     log = tmp_path / "launches.log"
@@ -108,8 +112,7 @@ def test_a_dead_workers_job_is_stopped_when_another_worker_retries_its_trial(tmp
     _create(tmp_path, settings={"automl_max_recommendations": 1})
     url = str(tmp_path / "study.journal")
     victim = subprocess.Popen(
-        [sys.executable, "-m", "mal", "automl", "worker", "--storage", url, "--study", "s",
-         "--workspace", str(tmp_path / "ws"), "--poll-interval", "0.05"],
+        _worker_command(url, tmp_path / "ws"),
         env={**os.environ, "MAL_DUMMY_SLEEP": "30"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     trial_dir = tmp_path / "ws" / "s" / "trials" / "trial_0000"
@@ -156,10 +159,8 @@ def test_enqueued_values_run_first_and_the_cli_reads_the_store(tmp_path):
     _create(tmp_path, settings={"automl_max_recommendations": 2}, enqueue=[good])
     url = str(tmp_path / "study.journal")
     worker = subprocess.run(
-        [sys.executable, "-m", "mal", "automl", "worker", "--storage", url, "--study", "s",
-         "--workspace", str(tmp_path / "ws"), "--poll-interval", "0.05"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        _worker_command(url, tmp_path / "ws"), capture_output=True, text=True, timeout=120, check=False
+    )
     assert worker.returncode == 0, worker.stderr[-2000:]
     status = subprocess.run(
         [sys.executable, "-m", "mal", "automl", "status", "--storage", url, "--study", "s", "--json"],
@@ -225,10 +226,6 @@ def test_mal_automl_run_with_storage_creates_the_study_and_works_on_it(tmp_path)
     assert config["settings"]["algorithm"] == "bayesian"
     assert [t.state for t in study.get_trials()] == [TrialState.WAITING] * 2  # --create-only: nothing ran here
 
-
-def _worker_command(url: str, workspace: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "mal", "automl", "worker", "--storage", url, "--study", "s",
-            "--workspace", str(workspace), "--poll-interval", "0.05", *extra]  # fmt: skip
 
 
 def test_a_worker_waits_for_its_study_and_keeps_to_its_own_concurrency(tmp_path):

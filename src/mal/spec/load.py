@@ -150,7 +150,7 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.constructor.ConstructorError as exc:
         raise SpecError(
-            f"spec file {spec_path}: unsupported YAML tag at line {_line(exc)} (only plain values are allowed)."
+            f"spec file {spec_path}: unsupported YAML tag ({yaml_problem(exc)}); only plain values are allowed."
         ) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"spec file {spec_path} is not valid YAML ({yaml_problem(exc)}).") from None
@@ -159,11 +159,6 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SpecError(f"spec file {spec_path} must hold a mapping of sections, got {type(data).__name__}.")
     return data
-
-
-def _line(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    return str(mark.line + 1) if mark is not None else "?"
 
 
 def _describe(error: Mapping[str, Any]) -> tuple[str, str]:

@@ -109,6 +109,51 @@ def test_a_run_uses_its_overrides() -> None:
     assert gentler["recommendations"] == 32 + 16 + 8  # 32 x 2 + 16 x 1 + 8 x 3 = 104
 
 
+def test_oracle_ranks_tell_the_52_epoch_value_but_observe_what_was_trained() -> None:
+    """The diagnostic changes only what the algorithm is told: each configuration's 52-epoch val_accuracy instead
+    of the value at the epoch it trained to; what is charged and observed (the regret curve's input) stays."""
+    if not (hpo.DATA_DIR / "model.onnx").is_file():
+        pytest.skip("the LCBench surrogate is not in ../shared/data")
+    from mal.automl.algorithms import make_algorithm
+
+    bench = hpo.LCBench("3945")
+
+    def run(oracle: bool) -> tuple[dict, list[tuple[float, float, float]]]:
+        told: list[tuple[float, float, float]] = []  # (value told, value at the trained epoch, 52-epoch value)
+
+        def make(name, space, settings, seed):
+            algo = make_algorithm(name, space, settings, seed=seed)
+            budgets, tell = {}, algo.tell
+            ask = algo.ask
+
+            def recording_ask():
+                rec = ask()
+                if rec is not None:
+                    budgets[rec.rec_id] = rec
+                return rec
+
+            def recording_tell(rec_id, value):
+                rec = budgets[rec_id]
+                curve = bench.curve(rec.params)
+                told.append((value, float(curve[min(rec.budget, hpo.MAX_EPOCH) - 1]), float(curve[-1])))
+                return tell(rec_id, value)
+
+            algo.ask, algo.tell = recording_ask, recording_tell
+            return algo
+
+        return hpo.simulate("hyperband", "3945", 0, budget_ffe=2, make=make, bench=bench, oracle_ranks=oracle), told
+
+    plain, told_plain = run(False)
+    oracle, told_oracle = run(True)
+    assert told_plain and all(value == trained for value, trained, _ in told_plain)
+    assert all(value == final for value, _, final in told_oracle)
+    assert any(trained != final for _, trained, final in told_oracle)  # 2-epoch values differ from 52-epoch ones
+    # the first rung (27 random configurations) is the same; what is observed is the trained value either way
+    assert [t for _, t, _ in told_oracle[:27]] == [t for _, t, _ in told_plain[:27]]
+    first_rung_best = max(t for _, t, _ in told_plain[:27])
+    assert plain["best_so_far"][27 * 2 - 1] == oracle["best_so_far"][27 * 2 - 1] == first_rung_best
+
+
 def test_the_report_stores_one_row_per_run_and_normalised_regret_is_derivable(tmp_path, monkeypatch):
     budget = hpo.BUDGET_FFE * hpo.MAX_EPOCH
     runs = _runs("random", "a", [np.linspace(50.0, 90.0, budget), np.linspace(60.0, 95.0, budget)])
@@ -127,3 +172,15 @@ def test_the_report_stores_one_row_per_run_and_normalised_regret_is_derivable(tm
     scale = report["best_any"]["a"] - report["worst"]["a"]
     assert row["regret at 6 FFE"] / scale == pytest.approx(runs[1]["normalised_regret"][at_6], abs=1e-4)
     assert (tmp_path / "r.md").read_text() == "table\n"
+
+
+def test_an_oracle_ranks_report_says_it_is_a_diagnostic() -> None:
+    import argparse
+
+    budget = hpo.BUDGET_FFE * hpo.MAX_EPOCH
+    runs = _runs("random", "a", [np.linspace(50.0, 90.0, budget)])
+    summary = hpo.summarise(runs, ["random"], ["a"], {"a": 45.0})
+    args = argparse.Namespace(command_args=" --oracle-ranks", tasks=["a"], seeds=1, oracle_ranks=True)
+    assert "**Oracle ranks (a diagnostic, not a result):**" in hpo.markdown(summary, args, 1, 1.0)
+    args.oracle_ranks = False
+    assert "Oracle" not in hpo.markdown(summary, args, 1, 1.0)

@@ -16,8 +16,8 @@ The study holds everything a worker needs (`mal:config`: settings, base spec, se
 command), so a worker needs only the URL and the study name. Every recommendation the search will make is
 queued in the store up front as a WAITING trial; a worker takes one by flipping it to RUNNING, which the storage
 does atomically (a row lock in SQL, the journal's order in a file), so no recommendation runs twice and none is
-lost. Search decisions (TPE's proposals, successive halving's promotions) are made from what the store holds
-when a worker takes a trial or reports an epoch, so workers may join and leave at any time.
+lost. Search decisions (the GP, TPE and BOHB proposals, successive halving's promotions) are made from what the
+store holds when a worker takes a trial or reports an epoch, so workers may join and leave at any time.
 """
 
 from __future__ import annotations
@@ -130,6 +130,16 @@ def min_budget(settings: AutoMLSettings) -> int:
     return max(1, round(first * settings.epoch_multiplier))
 
 
+def rung_budgets(settings: AutoMLSettings) -> list[int]:
+    """The budgets at which the pruners judge a trial (the smallest Hyperband budget times eta^k), then the full
+    budget: where `bohb` on a store keeps its per-budget observations."""
+    budgets, rung = [], min_budget(settings)
+    while rung < full_budget(settings):
+        budgets.append(rung)
+        rung *= settings.automl_reduction_factor
+    return [*budgets, full_budget(settings)]
+
+
 def make_pruner(settings: AutoMLSettings) -> BasePruner:
     """ASHA -> successive halving; Hyperband/BOHB -> Hyperband brackets; full-fidelity searches never stop."""
     eta = settings.automl_reduction_factor
@@ -146,13 +156,21 @@ def make_sampler(settings: AutoMLSettings, trial_number: int, planned: int, spac
     """A sampler seeded per trial: two workers proposing at the same moment never draw the same stream, and the
     same history gives the same proposal. `bayesian` is the single-process GP search, refitted from the store
     with running trials as kriging believers; TPE's constant liar counts running trials as bad. Both keep parallel
-    workers from proposing near-duplicates."""
+    workers from proposing near-duplicates. `bohb` is the single-process BOHB model, built per budget from the
+    epochs every trial has reported; its per-trial seed keeps parallel proposals apart."""
     if settings.algorithm == "bayesian":
         from mal.automl.gp_sampler import SharedGPSampler
 
         return SharedGPSampler(space, settings.seed, planned, settings.direction, UNIT_PREFIX)
+    if settings.algorithm == "bohb":
+        from mal.automl.bohb_sampler import SharedBOHBSampler
+
+        return SharedBOHBSampler(
+            space, settings.seed, settings.direction, rung_budgets(settings), settings.automl_min_points_in_model,
+            settings.automl_top_n_percent, settings.automl_kde_samples, UNIT_PREFIX,
+        )  # fmt: skip
     seed = int(np.random.SeedSequence([settings.seed, trial_number]).generate_state(1)[0])
-    if settings.algorithm in _MODEL_BASED:
+    if settings.algorithm == "tpe":
         startup = min(10, max(2, planned // 3))
         return TPESampler(seed=seed, constant_liar=True, multivariate=True, n_startup_trials=startup)
     return RandomSampler(seed=seed)

@@ -4,8 +4,8 @@
 
 A worker loops until the study has nothing left to run anywhere:
   1. take WAITING trials (atomically, see `mal.automl.storage`) while its platform has free slots;
-  2. for each, sample its values (TPE from the store's history, or the values queued for it), write the trial's
-     spec and submit `mal train` to the platform;
+  2. for each, sample its values (the GP, TPE or BOHB from the store's history, or the values queued for it),
+     write the trial's spec and submit `mal train` to the platform;
   3. feed every new epoch of the job's status.json to the study (`trial.report`) and ask the study's pruner
      whether to stop it (successive halving decides from all workers' results in the store);
   4. record the end: COMPLETE with the best metric, PRUNED, or FAIL with the failure class and cause.

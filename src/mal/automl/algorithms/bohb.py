@@ -15,6 +15,7 @@ kernels in the space's unit cube with Scott's-rule bandwidths (choices are kerne
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,39 +31,69 @@ class BOHB(Hyperband):
     name = "bohb"
 
     def _split(self, n: int) -> tuple[int, int]:
-        """(n_good, n_bad) for n observations: hpbandster's sizes, the bad set cut to what is left."""
-        min_points = self.settings.automl_min_points_in_model
-        top = self.settings.automl_top_n_percent
-        n_good = max(min_points, int(top * n / 100))
-        n_bad = min(max(min_points, int((100 - top) * n / 100)), max(0, n - n_good))
-        return n_good, n_bad
+        return split_sizes(n, self.settings.automl_min_points_in_model, self.settings.automl_top_n_percent)
 
     def model_budget(self) -> int | None:
         """The largest budget whose successful observations can fit both densities, or None."""
         counts: dict[int, int] = {}
         for trial in self.completed():
             counts[trial.rec.budget] = counts.get(trial.rec.budget, 0) + 1
-        dim = len(self.space)
-        ready = [
-            b for b, n in counts.items() if n >= self.settings.automl_min_points_in_model and min(self._split(n)) > dim
-        ]
-        return max(ready) if ready else None
+        s = self.settings
+        return ready_budget(counts, s.automl_min_points_in_model, s.automl_top_n_percent, len(self.space))
 
     def _new_config(self, bracket: Bracket, rung: Rung, rec_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
         rng = self._rng(rec_id)
-        budget = self.model_budget()
-        if budget is None or rng.random() < RANDOM_FRACTION:
-            return self.space.sample(rng), {"source": "random", "model_budget": budget}
-        trials = [t for t in self.completed() if t.rec.budget == budget]
-        x = np.array([self.space.to_unit(t.rec.params) for t in trials])
-        scores = np.array([self.trial_score(t) for t in trials])
-        order = np.argsort(-scores, kind="stable")
-        n_good, n_bad = self._split(len(trials))
-        good, bad = x[order[:n_good]], x[order[n_good : n_good + n_bad]]
-        candidates = _sample_kde(good, self.settings.automl_kde_samples, rng)
-        ratio = _log_density(candidates, good) - _log_density(candidates, bad)
-        best = candidates[int(np.argmax(ratio))]
-        return self.space.from_unit(best), {"source": "model", "model_budget": budget, "n_good": n_good, "n_bad": n_bad}
+        observations: dict[int, list[tuple[np.ndarray, float]]] = {}
+        for trial in self.completed():
+            unit = np.asarray(self.space.to_unit(trial.rec.params))
+            observations.setdefault(trial.rec.budget, []).append((unit, self.trial_score(trial)))
+        s = self.settings
+        unit, info = bohb_proposal(
+            observations, len(self.space), s.automl_min_points_in_model, s.automl_top_n_percent,
+            s.automl_kde_samples, rng,
+        )  # fmt: skip
+        return (self.space.sample(rng) if unit is None else self.space.from_unit(unit)), info
+
+
+def split_sizes(n: int, min_points: int, top_n_percent: float) -> tuple[int, int]:
+    """(n_good, n_bad) for n observations: hpbandster's sizes, the bad set cut to what is left."""
+    n_good = max(min_points, int(top_n_percent * n / 100))
+    n_bad = min(max(min_points, int((100 - top_n_percent) * n / 100)), max(0, n - n_good))
+    return n_good, n_bad
+
+
+def ready_budget(counts: Mapping[int, int], min_points: int, top_n_percent: float, dim: int) -> int | None:
+    """The largest budget with `counts[budget]` observations enough for both densities, or None."""
+    ready = [
+        b for b, n in counts.items() if n >= min_points and min(split_sizes(n, min_points, top_n_percent)) > dim
+    ]
+    return max(ready) if ready else None
+
+
+def bohb_proposal(
+    observations: Mapping[int, Sequence[tuple[np.ndarray, float]]],
+    dim: int,
+    min_points: int,
+    top_n_percent: float,
+    kde_samples: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """BOHB's choice of a new configuration from (unit-cube point, score) observations per budget, higher scores
+    better, in the order they arrived. Returns (None, info) for a random configuration (no budget has a model
+    yet, or the random fraction), else the unit-cube point with the best l(x)/g(x). One process (`BOHB`) and a
+    shared store (`mal.automl.bohb_sampler`) both call this, so they choose alike from the same observations."""
+    budget = ready_budget({b: len(o) for b, o in observations.items()}, min_points, top_n_percent, dim)
+    if budget is None or rng.random() < RANDOM_FRACTION:
+        return None, {"source": "random", "model_budget": budget}
+    x = np.array([point for point, _ in observations[budget]])
+    scores = np.array([score for _, score in observations[budget]])
+    order = np.argsort(-scores, kind="stable")
+    n_good, n_bad = split_sizes(len(scores), min_points, top_n_percent)
+    good, bad = x[order[:n_good]], x[order[n_good : n_good + n_bad]]
+    candidates = _sample_kde(good, kde_samples, rng)
+    ratio = _log_density(candidates, good) - _log_density(candidates, bad)
+    best = candidates[int(np.argmax(ratio))]
+    return best, {"source": "model", "model_budget": budget, "n_good": n_good, "n_bad": n_bad}
 
 
 def _bandwidths(points: np.ndarray) -> np.ndarray:

@@ -140,8 +140,11 @@ def test_ctrl_c_stops_the_running_trainings_and_resume_reruns_them(tmp_path):
     study_file = tmp_path / "automl.yaml"
     study_file.write_text(yaml.safe_dump(study))
     env = {**os.environ, "MAL_DUMMY_SLEEP": "30"}  # an epoch takes 30 s: the trainings are surely running
+    # A shell without job control starts background commands (`make test &`) with SIGINT ignored, children
+    # inherit that, and Python then never raises KeyboardInterrupt; a terminal's foreground job has the default.
     runner = subprocess.Popen(_cli("run", "-e", str(study_file)), env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+                              stderr=subprocess.PIPE, text=True, start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 60
     while len(pid_files := sorted(ws.glob("run_*/**/job.pid"))) < 2:
         assert runner.poll() is None, runner.stderr.read()[-2000:]

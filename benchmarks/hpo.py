@@ -351,7 +351,7 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace, n_runs: int, sec
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict[str, Any], path: Path) -> None:
+def plot(summary: dict[str, Any], path: Path, title: str = "YAHPO LCBench surrogate, 1 worker") -> None:
     import io
 
     import matplotlib
@@ -379,7 +379,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("budget (full-fidelity equivalents, 52 epochs each)")
     ax.set_ylabel("median normalised regret")
-    ax.set_title("YAHPO LCBench surrogate, 1 worker")
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(ncol=2, fontsize=8)
     fig.tight_layout()
@@ -446,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     table = markdown(summary, args, len(args.tasks) * args.seeds, seconds)
     write_report(stem, runs, summary, protocol, table)
-    plot(summary, RESULTS / f"{stem}.png")
+    title = "YAHPO LCBench surrogate, 1 worker" + (": oracle ranks (a diagnostic)" if args.oracle_ranks else "")
+    plot(summary, RESULTS / f"{stem}.png", title)
     print(table)
     return 0
 

@@ -123,9 +123,15 @@ def test_sigkill_the_runner_then_resume(tmp_path, algorithm, settings):
         assert len(history) == 6
 
 
-def test_ctrl_c_stops_the_running_trainings_and_resume_reruns_them(tmp_path):
-    """Ctrl-C (SIGINT to the runner's process group, as a terminal sends it) must not leave trainings running
-    unwatched: their jobs live in sessions of their own, which the terminal's signal never reaches."""
+@pytest.mark.parametrize(
+    ("signum", "code", "how"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+    ids=["ctrl_c", "sigterm"],
+)
+def test_ctrl_c_or_sigterm_stops_the_running_trainings_and_resume_reruns_them(tmp_path, signum, code, how):
+    """Ctrl-C (SIGINT to the runner's process group, as a terminal sends it) or SIGTERM (kill, timeout, systemd,
+    docker stop) must not leave trainings running unwatched: their jobs live in sessions of their own, which the
+    signal never reaches."""
     from mal.automl.platforms.local import process_start_ticks
 
     ws = tmp_path / "ws"
@@ -152,10 +158,10 @@ def test_ctrl_c_stops_the_running_trainings_and_resume_reruns_them(tmp_path):
         time.sleep(0.05)
     time.sleep(0.3)  # let both write their pid and start time
     jobs = [tuple(map(int, path.read_text().split())) for path in pid_files]
-    os.killpg(runner.pid, signal.SIGINT)
+    os.killpg(runner.pid, signum)
     _, err = runner.communicate(timeout=60)
-    assert runner.returncode == 130, err[-2000:]
-    assert err.strip().splitlines()[-1] == "mal automl run: interrupted; continue with `mal automl resume`."
+    assert runner.returncode == code, err[-2000:]
+    assert err.strip().splitlines()[-1] == f"mal automl run: {how}; continue with `mal automl resume`."
     for pid, ticks in jobs:
         assert process_start_ticks(pid) != ticks, f"training {pid} still runs after Ctrl-C"
     state = _state(ws)

@@ -3,6 +3,7 @@
     mal automl run -e automl.yaml [--yes]     start a study described by a YAML file (keys below)
     mal automl status RUN_DIR [--json]        progress, best so far, every trial
     mal automl resume RUN_DIR [--yes]         continue a stopped or crashed study from its folder alone
+                                              (Ctrl-C or SIGTERM stop a study's trainings with it: exit 130/143)
     mal automl report RUN_DIR                 (re)write report/report.md and report.html
 
 Distributed studies (one study in a shared store, any number of workers on any machines; docs/SCALING.md):
@@ -33,6 +34,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from mal.automl.stopping import TerminatedError, sigterm_as_interrupt
 from mal.errors import SpecError, UserError, yaml_problem
 
 STUDY_KEYS = (
@@ -349,16 +351,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     handler = {"run": _run, "resume": _resume, "status": _status, "report": _report, "worker": _worker}[args.command]
     try:
-        return handler(args, console)
+        with sigterm_as_interrupt():
+            return handler(args, console)
     except UserError as exc:
         print(f"mal automl {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        # 128 + the signal, as a shell reports a process that signal ended; the running trainings are stopped.
+        terminated = isinstance(exc, TerminatedError)
+        code, how = (143, "terminated (SIGTERM)") if terminated else (130, "interrupted")
         if args.command == "worker" or getattr(args, "storage", None):
             print(f"mal automl {args.command}: stopped; its running trials went back to the study.", file=sys.stderr)
-            return 130
-        print(f"mal automl {args.command}: interrupted; continue with `mal automl resume`.", file=sys.stderr)
-        return 130
+            return code
+        print(f"mal automl {args.command}: {how}; continue with `mal automl resume`.", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import signal
 import socket
 import threading
 import time
@@ -52,6 +51,7 @@ from mal.automl.platforms.contract import (
 from mal.automl.platforms.local import DEFAULT_COMMAND, LocalPlatform
 from mal.automl.settings import AutoMLSettings, parse_settings
 from mal.automl.space import SearchSpace
+from mal.automl.stopping import sigterm_as_interrupt
 from mal.automl.storage import (
     HEARTBEAT_ATTR,
     UNIT_PREFIX,
@@ -65,10 +65,6 @@ from mal.errors import UserError
 from mal.fileio import atomic_write_text
 
 PLATFORMS = ("local", "slurm")
-
-
-class WorkerStoppedError(KeyboardInterrupt):
-    """SIGTERM reached the worker: hand its trials back and leave (a KeyboardInterrupt, so nothing swallows it)."""
 
 
 def _now() -> str:
@@ -235,31 +231,27 @@ class StudyWorker:
             f"worker {self.worker_id}: study {self.study.study_name!r} on {redact(self.storage_url)}, "
             f"{self.platform_name} platform, {self.platform.capacity} slot(s)"
         )
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, _raise_stopped)
         beats = threading.Thread(target=self._beat_forever, name="mal-heartbeat", daemon=True)
         beats.start()
-        try:
-            while True:
-                self._watch_others()
-                self._take_trials()
-                for running in list(self.running.values()):
-                    self._poll(running)
-                if not self.running and self._study_done():
-                    break
-                if self.running:
-                    self.platform.wait([r.job_id for r in self.running.values()], self.poll_interval)
-                else:
-                    time.sleep(self.poll_interval)
-        except KeyboardInterrupt:
-            self._hand_back_all("the worker was stopped (SIGTERM or Ctrl-C)")
-            raise
-        finally:
-            self._stop_beats.set()
-            beats.join(timeout=5)
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+        with sigterm_as_interrupt():
+            try:
+                while True:
+                    self._watch_others()
+                    self._take_trials()
+                    for running in list(self.running.values()):
+                        self._poll(running)
+                    if not self.running and self._study_done():
+                        break
+                    if self.running:
+                        self.platform.wait([r.job_id for r in self.running.values()], self.poll_interval)
+                    else:
+                        time.sleep(self.poll_interval)
+            except KeyboardInterrupt:
+                self._hand_back_all("the worker was stopped (SIGTERM or Ctrl-C)")
+                raise
+            finally:
+                self._stop_beats.set()
+                beats.join(timeout=5)
         s = self.summary
         self.console.print(
             f"worker {self.worker_id}: done ({len(s.completed)} completed, {len(s.pruned)} pruned, "
@@ -470,10 +462,6 @@ class StudyWorker:
             frozen = self.storage.get_trial(running.trial._trial_id)
             fail_trial_and_retry(self.study, frozen, Failure("infrastructure", reason, None).to_dict())
             self._drop(running)
-
-
-def _raise_stopped(signum: int, frame: object) -> None:
-    raise WorkerStoppedError(f"signal {signum}")
 
 
 def _params_text(params: Mapping[str, Any]) -> str:

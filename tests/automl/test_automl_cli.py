@@ -165,3 +165,38 @@ def test_a_trial_command_without_the_spec_placeholder_exits_2_with_an_example(tm
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "has no '{spec}' argument" in err
     assert "e.g. [python, -m, mal, '{action}', -e, '{spec}']" in err
+
+
+@pytest.mark.parametrize(
+    ("command", "stop", "code", "line"),
+    [
+        ("status", KeyboardInterrupt, 130, "mal automl status: interrupted."),
+        ("report", "sigterm", 143, "mal automl report: terminated (SIGTERM)."),
+        ("resume", "sigterm", 143, "mal automl resume: terminated (SIGTERM); continue with `mal automl resume`."),
+    ],
+)
+def test_an_interrupted_command_says_how_it_stopped_and_offers_resume_only_for_a_study(
+    tmp_path, capsys, monkeypatch, command, stop, code, line
+):
+    """SIGTERM is delivered for real (to this process, inside the command); only run and resume leave a study
+    that `mal automl resume` continues, so only they suggest it."""
+    import signal
+
+    import mal.automl.cli as automl_cli
+
+    def stopped(args, console):
+        if stop == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise KeyboardInterrupt
+
+    def unhandled(signum, frame):
+        raise AssertionError("SIGTERM reached the test: the command did not handle it")
+
+    monkeypatch.setattr(automl_cli, f"_{command}", stopped)
+    previous = signal.signal(signal.SIGTERM, unhandled)  # so that a regression fails here instead of killing pytest
+    try:
+        assert main([command, str(tmp_path)]) == code
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # the command put the handler it found back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert capsys.readouterr().err.strip() == line

@@ -363,7 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker" or getattr(args, "storage", None):
             print(f"mal automl {args.command}: stopped; its running trials went back to the study.", file=sys.stderr)
             return code
-        print(f"mal automl {args.command}: {how}; continue with `mal automl resume`.", file=sys.stderr)
+        then = "; continue with `mal automl resume`" if args.command in ("run", "resume") else ""
+        print(f"mal automl {args.command}: {how}{then}.", file=sys.stderr)
         return code
 
 

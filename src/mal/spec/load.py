@@ -72,11 +72,16 @@ def suggest_key(unknown: str) -> str | None:
     return None
 
 
+def _shown_key(key: str) -> str:
+    """The key as typed, or its repr when it holds a newline or another unprintable character: an error stays
+    one line whatever the user typed."""
+    return key if key.isprintable() else short_repr(key)
+
+
 def _unknown_key_error(source: str, key: str) -> SpecError:
     hint = suggest_key(key)
     did_you_mean = f"; did you mean {hint}?" if hint else "; run `mal schema --out DIR` to list the valid keys."
-    shown = key if key.isprintable() else short_repr(key)  # an error stays one line whatever the user typed
-    return SpecError(f"{source}: unknown key {shown}{did_you_mean}")
+    return SpecError(f"{source}: unknown key {_shown_key(key)}{did_you_mean}")
 
 
 def _check_known_keys(data: Mapping[str, Any], source: str) -> None:
@@ -117,7 +122,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise SpecError(f"override {key}: cannot read value {short_repr(raw)} ({exc.__class__.__name__}).") from None
+        problem = f"cannot read value {short_repr(raw)} ({exc.__class__.__name__})"
+        raise SpecError(f"override {_shown_key(key)}: {problem}.") from None
     # YAML 1.1 reads 1e-5 (no dot) as a string; pydantic's lax mode turns it into the float users mean.
     return key, value
 

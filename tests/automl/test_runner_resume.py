@@ -174,3 +174,46 @@ def test_ctrl_c_or_sigterm_stops_the_running_trainings_and_resume_reruns_them(tm
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     history = json.loads((run_dir / "result.json").read_text())["history"]
     assert [h["status"] for h in history] == ["done"] * 4
+
+
+def test_sigterm_stops_the_trainings_of_a_runner_called_from_python(tmp_path):
+    """AutoMLRunner.run without the CLI: SIGTERM raises TerminatedError out of run() after the running trainings
+    were stopped, and the handler the caller had is put back."""
+    import threading
+
+    from study_kit import quiet_runner
+
+    from mal.automl.platforms.local import process_start_ticks
+    from mal.automl.stopping import TerminatedError
+
+    ws = tmp_path / "ws"
+    jobs: list[tuple[int, int]] = []
+
+    def terminate_once_two_run() -> None:
+        deadline = time.monotonic() + 60
+        while len(pid_files := sorted(ws.glob("run_*/**/job.pid"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # let both write their pid and start time
+        jobs.extend(tuple(map(int, path.read_text().split())) for path in pid_files)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def unhandled(signum, frame):
+        raise AssertionError("SIGTERM reached the test: the runner did not handle it")
+
+    previous = signal.signal(signal.SIGTERM, unhandled)  # a regression fails here instead of killing pytest
+    threading.Thread(target=terminate_once_two_run, daemon=True).start()
+    try:
+        with pytest.raises(TerminatedError):
+            quiet_runner(tmp_path, env={"MAL_DUMMY_SLEEP": "30"}).run(
+                automl_algorithm="random",
+                automl_settings={"automl_max_recommendations": 4, "automl_max_epochs": 2,
+                                 "automl_max_concurrent": 2},
+                spec_overrides=spec_overrides(tmp_path),
+            )  # fmt: skip
+        assert signal.getsignal(signal.SIGTERM) is unhandled
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert len(jobs) == 2
+    for pid, ticks in jobs:
+        assert process_start_ticks(pid) != ticks, f"training {pid} still runs after SIGTERM"
+    assert sorted(t["state"] for t in _state(ws)["trials"].values()) == ["interrupted", "interrupted"]

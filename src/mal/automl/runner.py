@@ -56,6 +56,7 @@ from mal.automl.platforms.local import DEFAULT_COMMAND, LocalPlatform
 from mal.automl.preflight import DATA_KEYS, format_duration, review_markdown, run_preflight
 from mal.automl.settings import AutoMLSettings, parse_settings
 from mal.automl.space import SearchSpace
+from mal.automl.stopping import sigterm_as_interrupt
 from mal.automl.tracking import StudyTracker
 from mal.automl.workspace import RUN_FILE, Workspace
 from mal.errors import SpecError, UserError
@@ -190,7 +191,8 @@ class AutoMLRunner:
             workspace.write_json(RUN_FILE, config)
         assert workspace is not None
         self.workspace = workspace
-        with workspace.runner_lock():
+        # SIGTERM (kill, systemd, docker stop) stops the running trainings as Ctrl-C does, for API callers too.
+        with workspace.runner_lock(), sigterm_as_interrupt():
             study = _Study(workspace, config, settings, platform, hooks, self.poll_interval, self.console, self.live)
             return study.execute(resume=resume, yes=yes)
 

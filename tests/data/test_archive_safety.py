@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mal.data.sources import ExtractLimits, extract_archive, resolve_source
+from mal.data.archives import ExtractLimits, extract_archive
+from mal.data.sources import resolve_source
 from mal.errors import DataError
 
 
@@ -60,6 +61,7 @@ def test_links_inside_the_archive_are_allowed(tmp_path):
     archive = tar_with(tmp_path, member("dir/a.txt"), member("dir/b.txt", tarfile.SYMTYPE, "a.txt"))
     extract_archive(archive, tmp_path / "out")
     assert (tmp_path / "out" / "dir" / "b.txt").read_bytes() == b"hello"
+    assert not (tmp_path / "out" / "dir" / "b.txt").is_symlink()
 
 
 def test_refused_archive_leaves_no_cache_entry(tmp_path):
@@ -153,7 +155,8 @@ def test_zip_links_inside_the_archive_and_special_files(tmp_path):
         tmp_path / "links.zip", ("dir/a.txt", stat.S_IFREG, "hello"), ("dir/b.txt", stat.S_IFLNK, "a.txt")
     )
     extract_archive(archive, tmp_path / "out")
-    assert (tmp_path / "out" / "dir" / "b.txt").is_symlink()
+    # A link inside the archive becomes a copy of its file: no link is ever created on disk.
+    assert not (tmp_path / "out" / "dir" / "b.txt").is_symlink()
     assert (tmp_path / "out" / "dir" / "b.txt").read_text() == "hello"
     fifo = zip_with(tmp_path / "fifo.zip", ("pipe", stat.S_IFIFO, ""))
     with pytest.raises(DataError, match="member 'pipe' that is a device or special file"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,3 +31,23 @@ def trained(synthetic, tmp_path_factory) -> Path:
     checkpoint = (results / "train" / "mal_model_latest.pth").resolve()
     assert checkpoint.is_file()
     return checkpoint
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 300 kB tmpfs (needs root and mount); skipped where mounting is not allowed."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    try:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount_point)],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except FileNotFoundError:
+        pytest.skip("no mount command here, so no small disk can be made")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'not root'})")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=20)

@@ -26,6 +26,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from reliability_kit import assert_user_error, leftovers, mal_env, run_mal, status_events, write_spec
 
+from support.archives import Member, build_tar, build_zip
+
 pytestmark = pytest.mark.slow
 
 
@@ -308,6 +310,22 @@ def archive_case(members: list[tarfile.TarInfo], *words: str) -> Case:
     return build
 
 
+def linked_archive_case(suffix: str, members: list[Member], *words: str) -> Case:
+    """The image folder given as a zip or tar whose links try to lead out (see tests/data/test_archive_links.py)."""
+
+    def build(bench: Bench) -> tuple[list[str], list[str]]:
+        builder = build_zip if suffix == ".zip" else build_tar
+        archive = builder(bench.root / f"images{suffix}", [("images/ok.png", "file", "png"), *members])
+        spec = bench.spec_for(bench.synthetic / "annotations.json", archive)
+        return ["dataset", "check", "-e", str(spec)], [archive.name, *words]
+
+    return build
+
+
+# "l" is ".", so "l/l/l/.." reads as inside but is the parent of the root once the links are followed.
+DOT_CHAIN: list[Member] = [("l", "symlink", "."), ("a", "symlink", "l/l/l/..")]
+
+
 def _zip_bomb(bench: Bench) -> tuple[list[str], list[str]]:
     archive = bench.root / "images.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
@@ -344,6 +362,21 @@ ARCHIVE_CASES: dict[str, Case] = {
     "zip_bomb": _zip_bomb,
     "zip_traversal": _zip_traversal,
     "truncated_tar_gz": _truncated_archive,
+    "zip_member_below_a_dot_chain": linked_archive_case(
+        ".zip", [*DOT_CHAIN, ("a/escaped.txt", "file", "x")], "'a/escaped.txt'", "below the link"
+    ),
+    "tar_member_below_a_dot_chain": linked_archive_case(
+        ".tar", [*DOT_CHAIN, ("a/escaped.txt", "file", "x")], "'a/escaped.txt'", "below the link"
+    ),
+    "zip_dot_chain_link_out": linked_archive_case(".zip", DOT_CHAIN, "'l'", "root folder"),
+    "tar_dot_chain_link_out": linked_archive_case(".tar", DOT_CHAIN, "'l'", "root folder"),
+    "tar_hardlink_up": linked_archive_case(".tar", [("h", "hardlink", "images/../../x")], "'h'", "outside"),
+    "zip_link_loop": linked_archive_case(".zip", [("a", "symlink", "b"), ("b", "symlink", "a")], "loop"),
+    "zip_link_to_a_folder": linked_archive_case(".zip", [("all", "symlink", "images")], "'all'", "folder"),
+    "tar_dangling_link": linked_archive_case(".tar", [("x.png", "symlink", "nope.png")], "'x.png'", "nothing"),
+    "tar_member_before_its_link": linked_archive_case(
+        ".tar", [("up/escaped.txt", "file", "x"), ("up", "symlink", "..")], "'up'"
+    ),
 }
 
 ALL_FAST_CASES = {
@@ -551,3 +584,15 @@ def test_archive_of_images_is_extracted_inside_its_cache_and_reused(tmp_path, sy
     )[:5]
     assert len([entry for entry in (cache / "sources").iterdir() if entry.is_dir()]) == 1
     shutil.rmtree(cache)
+
+
+def test_a_full_cache_says_no_space_and_leaves_no_half_entry(small_disk, tmp_path, synthetic):
+    archive = tmp_path / "images.zip"
+    with zipfile.ZipFile(archive, "w") as zf:  # stored, so it needs its full size (1 MB) on the 300 kB disk
+        zf.writestr("images/noise.bin", np.random.default_rng(0).bytes(1 << 20))
+    spec = write_spec(tmp_path / "spec.yaml", synthetic / "annotations.json", archive, tmp_path / "results")
+    result = run_mal("dataset", "check", "-e", spec, env=mal_env(MAL_CACHE_DIR=str(small_disk)))
+    last = assert_user_error(result, "images.zip", "no space left", "MAL_CACHE_DIR")
+    assert "complete" not in last
+    leftover = [p.name for p in (small_disk / "sources").iterdir() if not p.name.endswith(".lock")]
+    assert leftover == []

@@ -193,26 +193,6 @@ def test_sigkilled_trials_are_concluded_once_and_the_study_finishes(tmp_path):
 # ------------------------------------------------------------------------------------------------ full disk
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 300 kB tmpfs (needs root and mount); skipped where mounting is not allowed."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    try:
-        mounted = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount_point)],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-    except FileNotFoundError:
-        pytest.skip("no mount command here, so no small disk can be made")
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'not root'})")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=20)
-
-
 def _fill(disk: Path, leave_bytes: int) -> None:
     free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
     (disk / "filler").write_bytes(b"\0" * max(free - leave_bytes, 0))

@@ -28,7 +28,7 @@ _EXPORTS = {
     "build_label_loader": "datasets",
     "build_train_loader": "datasets",
     "read_image": "images",
-    "extract_archive": "sources",
+    "extract_archive": "archives",
     "resolve_source": "sources",
     "stage_source": "sources",
     "make_synthetic_coco": "synthetic",

@@ -10,13 +10,17 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import shlex
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mal import __version__
 from mal.errors import UserError
+from mal.redaction import redact_text
 
 # action -> (module:function running it with the loaded spec, one-line help)
 SPEC_ACTIONS: dict[str, tuple[str, str]] = {
@@ -163,6 +167,29 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _stopped_line(args: argparse.Namespace, exc: KeyboardInterrupt) -> tuple[str, int]:
+    """What Ctrl-C (exit 130) or SIGTERM (143) prints: for `mal train`, the command that resumes the run."""
+    signum = int(getattr(exc, "signum", signal.SIGINT))
+    how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    if args.action != "train" or not getattr(args, "spec", None):
+        return f"{how}.", 128 + signum
+    kept = [text for text in args.overrides if not text.startswith("train.resume_training_checkpoint_path=")]
+    command = shlex.join(["mal", "train", "-e", args.spec, *kept, "train.resume_training_checkpoint_path=auto"])
+    return f"{how}; continue from the last checkpoint with: {command}", 128 + signum
+
+
+def _quiet_storage_errors_in_threads(debug: bool) -> None:
+    """A background writer (TensorBoard's) that hits a full disk must not print a thread traceback: its owner
+    re-raises the same error in the main thread, which names the file in one line."""
+
+    def hook(hook_args: threading.ExceptHookArgs) -> None:
+        if not debug and isinstance(hook_args.exc_value, OSError) and hook_args.exc_value.errno in _STORAGE_ERRNOS:
+            return
+        threading.__excepthook__(hook_args)
+
+    threading.excepthook = hook
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -172,31 +199,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         args = parser.parse_args(argv)
     handler = HANDLERS.get(args.action, _run_spec_action)
+    _quiet_storage_errors_in_threads(bool(args.debug))
     try:
         return handler(args)
     except UserError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"mal {args.action}: error: {exc}", file=sys.stderr)
+        print(f"mal {args.action}: error: {redact_text(exc)}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         if args.debug:
             traceback.print_exc()
         if exc.errno not in _STORAGE_ERRNOS or not exc.filename:
-            print(f"mal {args.action}: internal error: {type(exc).__name__}: {exc} "
+            print(f"mal {args.action}: internal error: {type(exc).__name__}: {redact_text(exc)} "
                   f"(rerun with --debug for the traceback)", file=sys.stderr)
             return 1
         # Not the user's input (exit 1), but plainly said: which file could not be written, and why.
         print(f"mal {args.action}: error: cannot write {exc.filename}: {exc.strerror}; free some space or set "
               "results_dir / the output path to another disk.", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"mal {args.action}: interrupted.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        line, code = _stopped_line(args, exc)
+        print(f"mal {args.action}: {line}", file=sys.stderr)
+        return code
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
-        reason = str(exc).splitlines()[0] if str(exc) else ""
+        reason = redact_text(str(exc).splitlines()[0]) if str(exc) else ""  # may quote a URL with its password
         print(f"mal {args.action}: internal error: {type(exc).__name__}: {reason} "
               f"(rerun with --debug for the traceback)", file=sys.stderr)
         return 1

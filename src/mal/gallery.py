@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from mal.data.coco import IMAGE_DECODE_ERRORS, MAX_JSON_DEPTH, escapes_image_folder, json_nesting_depth
+from mal.data.geometry import segmentation_problems
+from mal.data.pixel_limit import MAX_IMAGE_PIXELS_ENV, pixel_limit
 from mal.errors import DataError
 from mal.fileio import atomic_write_bytes, atomic_write_text
 from mal.masks import decode_rle, segmentation_to_rle
@@ -77,14 +81,45 @@ def _overlay(image: Image.Image, masks: list[np.ndarray | None], thumb_hw: tuple
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def _load_image(path: Path, image_id: Any) -> Image.Image:
+def _open_image(
+    path: Path, image_id: Any, *, decode: bool, source: str | Path | None = None
+) -> Image.Image | tuple[int, int]:
+    """The image as RGB (decode) or just its (height, width) from the header; DataError for anything wrong."""
+    entry = f"{source} (image {image_id}): " if source is not None else ""
     try:
-        with Image.open(path) as opened:
-            return opened.convert("RGB")
+        with pixel_limit() as limit, Image.open(path) as opened:
+            if opened.width * opened.height > limit:
+                raise _too_large(entry, path, limit)
+            return opened.convert("RGB") if decode else (opened.height, opened.width)
+    except Image.DecompressionBombError:
+        raise _too_large(entry, path, limit) from None
     except FileNotFoundError:
-        raise DataError(f"image file {path} for image id {image_id} does not exist; check the images folder.") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise DataError(f"image file {path} for image id {image_id} cannot be read ({error}).") from None
+        raise DataError(
+            f"{entry}image file {path} for image id {image_id} does not exist; check the images folder."
+        ) from None
+    except IMAGE_DECODE_ERRORS as error:
+        raise DataError(f"{entry}image file {path} for image id {image_id} cannot be read ({error}).") from None
+
+
+def _too_large(entry: str, path: Path, limit: int) -> DataError:
+    return DataError(
+        f"{entry}image file {path} has more than {limit:,} pixels, the decompression-bomb limit; downscale it, or "
+        f"raise {MAX_IMAGE_PIXELS_ENV} if it is genuine."
+    )
+
+
+def _check_masks_fit(items: list[tuple[dict[str, Any], int, int, str]], source: str | Path | None) -> None:
+    """Refuse (DataError) the first segmentation pycocotools could not decode safely to its image's size.
+
+    items: (annotation, height, width, which image) for each annotation; those without a mask are skipped.
+    """
+    with_masks = [item for item in items if item[0].get("segmentation")]
+    problems = segmentation_problems((ann["segmentation"], height, width) for ann, height, width, _ in with_masks)
+    for (ann, _, _, where), problem in zip(with_masks, problems, strict=True):
+        if problem is not None:
+            raise DataError(
+                f"{source or 'labels'} (annotation {ann.get('id')}, {where}): {problem[0]}; {problem[1]}."
+            )
 
 
 def _doubt_key(anns: list[dict[str, Any]], ious: Mapping[Any, float]) -> tuple[float, float]:
@@ -102,11 +137,13 @@ def write_gallery(
     ious: Mapping[Any, float] | None = None,
     max_images: int | None = None,
     thumb_size: int = 512,
+    source: str | Path | None = None,
 ) -> Path:
     """Write the review page for a COCO dict whose annotations carry `segmentation` (and `score`); return it.
 
     image_path_of maps an image id to its file (a callable or a dict). ious maps annotation id -> IoU with the
-    ground truth, where that exists. max_images keeps the images with the most doubtful instances.
+    ground truth, where that exists. max_images keeps the images with the most doubtful instances. source names
+    the label file in errors. Every image and mask is checked before the first thumbnail is written.
     """
     out = Path(out_dir)
     iou_of = dict(ious or {})
@@ -120,10 +157,18 @@ def write_gallery(
     if max_images is not None:
         images = sorted(images, key=lambda im: _doubt_key(anns_of[im["id"]], iou_of))[: max(max_images, 0)]
 
+    # Headers and masks first: a bad image or mask is refused before anything is written.
+    for image_info in images:
+        image_id = image_info["id"]
+        path = Path(path_of(image_id))
+        height, width = _open_image(path, image_id, decode=False, source=source)  # type: ignore[misc]
+        _check_masks_fit([(ann, height, width, f"image {path.name}") for ann in anns_of[image_id]], source)
+
     entries: list[dict[str, Any]] = []
     for order, image_info in enumerate(images):
         image_id = image_info["id"]
-        image = _load_image(Path(path_of(image_id)), image_id)
+        image = _open_image(Path(path_of(image_id)), image_id, decode=True, source=source)
+        assert isinstance(image, Image.Image)
         scale = min(1.0, thumb_size / max(image.width, image.height))
         thumb_hw = (max(1, round(image.height * scale)), max(1, round(image.width * scale)))
         anns = anns_of[image_id]
@@ -332,33 +377,132 @@ def gallery_main(
 ) -> Path:
     """`mal gallery`: read a label dump (and optionally the ground truth for IoUs) and write the page."""
     labels = _read_coco(labels_path, "label file")
+    _check_entries(labels, labels_path, "label file")
     folder = Path(images_dir)
-    files = {image["id"]: folder / image["file_name"] for image in labels.get("images", [])}
-    ious = _ious_against(labels, _read_coco(gt_path, "ground-truth file")) if gt_path is not None else None
-    return write_gallery(labels, files, out_dir, ious=ious, max_images=max_images, thumb_size=thumb_size)
+    files = {image["id"]: folder / image["file_name"] for image in labels["images"]}
+    ious = None
+    if gt_path is not None:
+        ground_truth = _read_coco(gt_path, "ground-truth file")
+        _check_entries(ground_truth, gt_path, "ground-truth file")
+        ious = _ious_against(labels, labels_path, ground_truth, gt_path)
+    return write_gallery(
+        labels, files, out_dir, ious=ious, max_images=max_images, thumb_size=thumb_size, source=labels_path
+    )
 
 
 def _read_coco(path: str | Path, what: str) -> dict[str, Any]:
     try:
-        content = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = Path(path).read_bytes()
+        if json_nesting_depth(data) > MAX_JSON_DEPTH:
+            raise RecursionError
+        content = json.loads(data)
     except FileNotFoundError:
         raise DataError(f"{what} {path} does not exist; pass the path of a COCO JSON file.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{what} {path} is not valid JSON ({error}).") from None
+    except IsADirectoryError:
+        raise DataError(f"{what} {path} is a folder; pass the path of a COCO JSON file.") from None
+    except RecursionError:
+        raise DataError(
+            f"{what} {path} is nested too deeply (more than {MAX_JSON_DEPTH} levels of lists/objects); a COCO "
+            "file needs about 5."
+        ) from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, an integer of more than 4300 digits
+        reason = str(error).split(";")[0]
+        raise DataError(f"{what} {path} is not valid JSON ({reason}).") from None
     if not isinstance(content, dict) or not isinstance(content.get("images"), list):
         raise DataError(f"{what} {path} is not a COCO file: it needs an 'images' list.")
     return content
 
 
-def _ious_against(labels: Mapping[str, Any], ground_truth: Mapping[str, Any]) -> dict[Any, float]:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_entries(content: dict[str, Any], path: str | Path, what: str) -> None:
+    """Refuse (DataError naming the file and the entry) what the page cannot show: an image without an integer
+    id or a file_name, an annotation without image_id, a non-numeric bbox or score, or a mask that does not fit
+    the image size the file declares."""
+    sizes: dict[int, tuple[int, int]] = {}
+    for position, image in enumerate(content["images"]):
+        if not isinstance(image, dict):
+            raise DataError(f"{what} {path}: images[{position}] is not an object; write COCO image objects.")
+        missing = [key for key in ("id", "file_name") if key not in image]
+        if missing:
+            raise DataError(
+                f"{what} {path}: images[{position}] has no {' and no '.join(missing)}; every image needs an "
+                "integer id and a file_name."
+            )
+        if not _is_int(image["id"]):
+            raise DataError(f"{what} {path}: images[{position}] has id {image['id']!r}; use an integer id.")
+        if not isinstance(image["file_name"], str) or not image["file_name"]:
+            raise DataError(
+                f"{what} {path} (image {image['id']}): file_name {image['file_name']!r} is not a file name; "
+                "write the image's file name."
+            )
+        if escapes_image_folder(image["file_name"]):
+            raise DataError(
+                f"{what} {path} (image {image['id']}): file_name {image['file_name'][:120]!r} leaves the image "
+                "folder (absolute, or with '..'); write file names relative to the image folder."
+            )
+        if "width" in image or "height" in image:
+            width, height = image.get("width"), image.get("height")
+            if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
+                raise DataError(
+                    f"{what} {path} (image {image['id']}): width/height {width!r}x{height!r} are not positive "
+                    "integers; write the image's pixel size."
+                )
+            sizes[image["id"]] = (height, width)
+    for key in ("annotations", "categories"):
+        if not isinstance(content.get(key, []), list):
+            raise DataError(f"{what} {path}: '{key}' is not a list; make it a JSON list.")
+    for position, category in enumerate(content.get("categories", [])):
+        if not isinstance(category, dict) or not _is_int(category.get("id")):
+            raise DataError(f"{what} {path}: categories[{position}] has no integer id; write {{id, name}}.")
+    to_check: list[tuple[dict[str, Any], int, int, str]] = []
+    for position, ann in enumerate(content.get("annotations", [])):
+        if not isinstance(ann, dict):
+            raise DataError(f"{what} {path}: annotations[{position}] is not an object; write COCO annotations.")
+        name = f"annotation {ann['id']!r}" if "id" in ann else f"annotations[{position}]"
+        if "id" in ann and not _is_int(ann["id"]):
+            raise DataError(f"{what} {path} ({name}): the id is not an integer; use integer ids.")
+        if not _is_int(ann.get("image_id")):
+            raise DataError(f"{what} {path} ({name}): image_id is missing or not an integer; add the image's id.")
+        bbox = ann.get("bbox")
+        if bbox is not None and not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_finite, bbox))):
+            raise DataError(f"{what} {path} ({name}): bbox {bbox!r:.80} is not 4 finite numbers; fix the box.")
+        score = ann.get("score")
+        if score is not None and not _is_finite(score):
+            raise DataError(f"{what} {path} ({name}): score {score!r:.40} is not a finite number; fix it.")
+        if ann["image_id"] in sizes:
+            to_check.append((ann, *sizes[ann["image_id"]], f"image {ann['image_id']}"))
+    _check_masks_fit(to_check, f"{what} {path}")
+
+
+def _ious_against(
+    labels: Mapping[str, Any], labels_path: str | Path, ground_truth: Mapping[str, Any], gt_path: str | Path
+) -> dict[Any, float]:
     """IoU of each labelled instance with the ground-truth annotation of the same id (its source box)."""
-    sizes = {image["id"]: (image["height"], image["width"]) for image in labels.get("images", [])}
-    truth = {a["id"]: a for a in ground_truth.get("annotations", []) if a.get("segmentation")}
+    sizes = {image["id"]: (image.get("height"), image.get("width")) for image in labels["images"]}
+    truth = {a["id"]: a for a in ground_truth.get("annotations", []) if a.get("segmentation") and "id" in a}
     pairs = [
         (a["id"], a, truth[a["id"]])
         for a in labels.get("annotations", [])
         if a.get("segmentation") and a.get("id") in truth and a["image_id"] in sizes
     ]
+    for _, label, _ in pairs:
+        if sizes[label["image_id"]][0] is None:
+            raise DataError(
+                f"label file {labels_path} (image {label['image_id']}): no width/height, which comparing masks "
+                "with --gt needs; add the image's pixel size."
+            )
+    # The ground truth was checked against its own image sizes; here it must fit the labelled image.
+    _check_masks_fit(
+        [(gt, *sizes[label["image_id"]], f"image {label['image_id']}") for _, label, gt in pairs],
+        f"ground-truth file {gt_path}",
+    )
     preds = [segmentation_to_rle(p["segmentation"], sizes[p["image_id"]]) for _, p, _ in pairs]
     gts = [segmentation_to_rle(g["segmentation"], sizes[p["image_id"]]) for _, p, g in pairs]
     values = instance_ious(preds, gts)

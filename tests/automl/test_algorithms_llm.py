@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -131,6 +132,24 @@ def test_error_reply_is_a_clear_failure_without_the_key(server):
         algo.ask()
     assert KEY not in str(caught.value)
     assert not algo.trials  # nothing was recommended, no silent random fallback
+
+
+def test_credentials_in_the_endpoint_url_go_to_a_basic_header_and_never_into_a_message(server, monkeypatch):
+    monkeypatch.delenv("MAL_LLM_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    password = "p@ss-planted-77"
+    endpoint = server.url.replace("http://", f"http://llm-user:{password}@")
+    algo = make_algorithm("llm", SPACE, {**settings(server), "llm_api_key": None, "llm_endpoint": endpoint})
+    server.propose(2e-6, 1e-3)
+    algo.tell(algo.ask().rec_id, 0.5)
+    assert server.requests[0]["auth"] == "Basic " + base64.b64encode(f"llm-user:{password}".encode()).decode()
+    assert server.requests[0]["path"] == "/v1/chat/completions"
+    server.script.append((403, json.dumps({"error": f"user llm-user with {password} may not"})))
+    with pytest.raises(LLMError, match="answered HTTP 403") as caught:
+        algo.ask()
+    assert password not in str(caught.value) and "ss-planted" not in str(caught.value)
+    assert f"{server.url}/chat/completions" in str(caught.value)
+    assert password not in repr(algo.client) and password not in json.dumps(algo.state_dict())
 
 
 def test_garbage_reply_is_retried_once_then_fails(server):

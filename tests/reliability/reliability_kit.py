@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 # Smaller than tests/engine's spec (crop 32, 2 epochs): the suite needs a checkpoint, not a good one.
@@ -106,3 +108,48 @@ def status_events(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass
+class Bench:
+    """One bad-input case's sandbox: its own folder, and the session's synthetic data (never modified)."""
+
+    root: Path
+    synthetic: Path
+    trained: Path | None = None
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def images(self) -> Path:
+        return self.synthetic / "images"
+
+    @property
+    def ann(self) -> Path:
+        return self.synthetic / "annotations.json"
+
+    def coco(self) -> dict:
+        return json.loads(self.ann.read_text())
+
+    def write_json(self, data: object, name: str = "ann.json") -> Path:
+        path = self.root / name
+        path.write_text(json.dumps(data))  # allow_nan: NaN / Infinity are written as Python's reader accepts them
+        return path
+
+    def spec_text(self, text: str, name: str = "spec.yaml") -> Path:
+        path = self.root / name
+        path.write_text(text)
+        return path
+
+    def spec_for(self, ann: Path, images: Path | None = None, name: str = "spec.yaml") -> Path:
+        return write_spec(self.root / name, ann, images or self.images, self.results)
+
+    def spec(self) -> Path:
+        return self.spec_for(self.ann)
+
+    def copied_images(self) -> Path:
+        folder = self.root / "images"
+        shutil.copytree(self.images, folder)
+        return folder

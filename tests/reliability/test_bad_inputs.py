@@ -15,7 +15,6 @@ import tarfile
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,43 +23,11 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reliability_kit import assert_user_error, leftovers, mal_env, run_mal, status_events, write_spec
+from reliability_kit import Bench, assert_user_error, leftovers, mal_env, run_mal, status_events, write_spec
 
 from support.archives import Member, build_tar, build_zip
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass
-class Bench:
-    """One case's sandbox: a copy of nothing, just paths and the shared synthetic data."""
-
-    root: Path
-    synthetic: Path
-
-    @property
-    def results(self) -> Path:
-        return self.root / "results"
-
-    @property
-    def images(self) -> Path:
-        return self.synthetic / "images"
-
-    def coco(self) -> dict:
-        return json.loads((self.synthetic / "annotations.json").read_text())
-
-    def write_json(self, data: object, name: str = "ann.json") -> Path:
-        path = self.root / name
-        path.write_text(json.dumps(data))
-        return path
-
-    def spec_text(self, text: str, name: str = "spec.yaml") -> Path:
-        path = self.root / name
-        path.write_text(text)
-        return path
-
-    def spec_for(self, ann: Path, images: Path | None = None, name: str = "spec.yaml") -> Path:
-        return write_spec(self.root / name, ann, images or self.images, self.results)
 
 
 # A case builds its inputs and returns (argv for `mal`, words the last stderr line must contain).
@@ -202,6 +169,9 @@ COCO_CASES: dict[str, Case] = {
     "rle_wrong_size": coco_case(_set("annotations.0.segmentation.size", [3, 3]), "annotation 1", "[3, 3]"),
     "polygon_too_short": coco_case(_set("annotations.0.segmentation", [[1, 2, 3]]), "annotation 1", "polygons"),
     "segmentation_number": coco_case(_set("annotations.0.segmentation", 5), "annotation 1", "neither polygons"),
+    "file_name_absolute": coco_case(_set("images.0.file_name", "/etc/passwd"), "image 1", "leaves the image folder"),
+    "file_name_climbs_out": coco_case(_set("images.0.file_name", "../../x.png"), "image 1", "leaves the image folder"),
+    "file_name_windows_drive": coco_case(_set("images.0.file_name", "C:\\x.png"), "image 1", "leaves the image"),
 }
 
 

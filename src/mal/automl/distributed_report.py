@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mal.automl.platforms.contract import dump_yaml, load_yaml
 from mal.automl.storage import build_space, load_distributed_study, redact
 from mal.fileio import atomic_write_text
+from mal.redaction import redact_text, redact_tree
 
 _STATUS = {
     TrialState.COMPLETE: "done",
@@ -108,19 +109,22 @@ def distributed_result(storage: str | Path, study_name: str) -> dict[str, Any]:
         "workers": sorted({h["info"]["worker"] for h in history if "worker" in h["info"]}),
         "phase": "done" if finished == len(history) else "search",
     }
-    return {
-        "study": study_name,
-        "storage": redact(str(storage)),
-        "phase": progress["phase"],
-        "metric": settings.get("metric"),
-        "direction": direction,
-        "settings": settings,
-        "space": build_space(config).describe(),
-        "best": best,
-        "progress": progress,
-        "baseline": {"status": "not_run", "metric_value": None, "reason": "distributed studies run no baseline"},
-        "history": history,
-    }
+    # Settings and best.specs come from the store and the trial's spec, which keep secrets for the workers.
+    return redact_tree(
+        {
+            "study": study_name,
+            "storage": redact(str(storage)),
+            "phase": progress["phase"],
+            "metric": settings.get("metric"),
+            "direction": direction,
+            "settings": settings,
+            "space": build_space(config).describe(),
+            "best": best,
+            "progress": progress,
+            "baseline": {"status": "not_run", "metric_value": None, "reason": "distributed studies run no baseline"},
+            "history": history,
+        }
+    )
 
 
 def write_distributed_report(storage: str | Path, study_name: str, out_dir: str | Path) -> Path:
@@ -128,8 +132,8 @@ def write_distributed_report(storage: str | Path, study_name: str, out_dir: str 
     from mal.automl.report import _plot_curves, _plot_history, _plot_importance, parameter_importance
 
     out = Path(out_dir)
+    result = distributed_result(storage, study_name)  # first: a study that is not there leaves no empty folder
     out.mkdir(parents=True, exist_ok=True)
-    result = distributed_result(storage, study_name)
     importance, method = parameter_importance(result["history"], result["space"], result["direction"])
     _plot_history(result, out / "history.png")
     _plot_importance(importance, method, out / "importance.png")
@@ -153,7 +157,7 @@ def write_distributed_report(storage: str | Path, study_name: str, out_dir: str 
             "",
         ]
         if best["specs"] is not None:
-            atomic_write_text(out / "best_spec.yaml", dump_yaml(best["specs"]))
+            atomic_write_text(out / "best_spec.yaml", redact_text(dump_yaml(best["specs"])))
             lines += ["Reproduce it: `mal train -e best_spec.yaml`", ""]
     lines += [
         "![history](history.png)",
@@ -174,7 +178,7 @@ def write_distributed_report(storage: str | Path, study_name: str, out_dir: str 
             f"{entry['info'].get('worker', '-')} | {note.replace('|', '/')} |"
         )
     path = out / "report.md"
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(path, redact_text("\n".join(lines) + "\n"))
     return path
 
 

@@ -1,7 +1,7 @@
 """Checks before a study spends any compute, and the launch review the user confirms.
 
 Preflight: the skill dir parses into a search space, the spec's local data paths exist, and the environment
-variables the study will need are reported as SET or UNSET (never their values).
+variables the study will need are reported as SET or UNSET (never their values); URL passwords are shown as ***.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from mal.automl.platforms.contract import get_dotted
 from mal.automl.settings import AutoMLSettings
+from mal.redaction import redact_text
 
 # Spec keys naming inputs a training reads: they must be visible before the study starts.
 DATA_KEYS = (
@@ -38,6 +39,7 @@ class PreflightReport:
     warnings: list[str] = field(default_factory=list)
 
     def check(self, name: str, ok: bool, detail: str, warn_only: bool = False) -> None:
+        detail = redact_text(detail)  # details quote data URLs and llm_endpoint, which may hold a password
         level = "ok" if ok else ("warning" if warn_only else "error")
         self.checks.append({"check": name, "ok": ok, "level": level, "detail": detail})
         if not ok:
@@ -179,4 +181,4 @@ def review_markdown(review: Mapping[str, Any]) -> str:
     if review["preflight"]["env"]:
         lines.append("- environment: " + ", ".join(f"{k}={v}" for k, v in sorted(review["preflight"]["env"].items())))
     lines += ["", f"Trial command: `{' '.join(review['command'])}`", ""]
-    return "\n".join(lines)
+    return redact_text("\n".join(lines))

@@ -19,6 +19,7 @@ from rich.table import Table
 from mal.automl.platforms.contract import deep_merge, dump_yaml, load_yaml, nest_dotted, set_dotted
 from mal.automl.workspace import RUN_FILE, Workspace
 from mal.fileio import atomic_write_text
+from mal.redaction import redact_text, redact_tree
 
 FINAL_STATES = ("done", "stopped", "failed")
 
@@ -123,19 +124,23 @@ def study_result(workspace: Workspace | str | Path) -> dict[str, Any]:
         "reason": state.get("stopped_reason")
         or ("the launch was declined" if phase == "declined" else "the search has not finished"),
     }
-    return {
-        "workspace": str(ws.root),
-        "phase": phase,
-        "stopped_reason": state.get("stopped_reason"),
-        "metric": settings.get("metric"),
-        "direction": direction,
-        "best": best,
-        "progress": progress,
-        "baseline": baseline,
-        "final_evaluation": final,
-        "history": history,
-        "report": str(ws.report_dir / "report.md"),
-    }
+    # Hidden here, not only in result.json: `mal automl status --json` prints this dict and best.specs is read
+    # from the trial's own spec, which keeps data URLs whole for the training.
+    return redact_tree(
+        {
+            "workspace": str(ws.root),
+            "phase": phase,
+            "stopped_reason": state.get("stopped_reason"),
+            "metric": settings.get("metric"),
+            "direction": direction,
+            "best": best,
+            "progress": progress,
+            "baseline": baseline,
+            "final_evaluation": final,
+            "history": history,
+            "report": str(ws.report_dir / "report.md"),
+        }
+    )
 
 
 # -- the live table ----------------------------------------------------------------------------------------------
@@ -321,7 +326,11 @@ def _best_spec(ws: Workspace, result: Mapping[str, Any]) -> tuple[Path | None, s
     set_dotted(spec, "train.num_epochs", int(record["budget"]))
     set_dotted(spec, "train.resume_training_checkpoint_path", None)
     path = ws.report_dir / "best_spec.yaml"
-    atomic_write_text(path, dump_yaml(spec))
+    text = dump_yaml(spec)
+    shown = redact_text(text)
+    if shown != text:
+        shown = "# Passwords in URLs are shown as ***: put yours back before training with this spec.\n" + shown
+    atomic_write_text(path, shown)
     return path, f"mal train -e {path}"
 
 
@@ -339,8 +348,8 @@ def write_report(workspace: Workspace | str | Path) -> Path:
     _plot_curves(result, out / "learning_curves.png")
     _, command = _best_spec(ws, result)
     sections = _sections(result, importance, method, command)
-    atomic_write_text(out / "report.md", _markdown(result, sections))
-    atomic_write_text(out / "report.html", _html(result, sections))
+    atomic_write_text(out / "report.md", redact_text(_markdown(result, sections)))
+    atomic_write_text(out / "report.html", redact_text(_html(result, sections)))
     return out / "report.md"
 
 

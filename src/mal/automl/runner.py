@@ -20,6 +20,7 @@ A trial's metric is the best value of `automl_settings.metric` its status.json r
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import sys
@@ -54,13 +55,13 @@ from mal.automl.platforms.contract import (
 )
 from mal.automl.platforms.local import DEFAULT_COMMAND, LocalPlatform
 from mal.automl.preflight import DATA_KEYS, format_duration, review_markdown, run_preflight
-from mal.automl.settings import AutoMLSettings, parse_settings
+from mal.automl.settings import AutoMLSettings, parse_settings, settings_for_algorithm
 from mal.automl.space import SearchSpace
 from mal.automl.stopping import sigterm_as_interrupt
 from mal.automl.tracking import StudyTracker
-from mal.automl.workspace import RUN_FILE, Workspace
+from mal.automl.workspace import RUN_FILE, Workspace, write_private_text
 from mal.errors import SpecError, UserError
-from mal.fileio import atomic_write_text
+from mal.redaction import MASK, redact_text, redact_tree
 
 NO_METRIC_LIMIT = 3
 FINAL_STATES = ("done", "stopped", "failed")
@@ -155,15 +156,7 @@ class AutoMLRunner:
             config = workspace.read_json(RUN_FILE)
             settings = self._resumed_settings(config, automl_settings)
         else:
-            settings_input = dict(automl_settings or {})
-            if automl_algorithm is not None:
-                if settings_input.get("algorithm", automl_algorithm) != automl_algorithm:
-                    raise SpecError(
-                        f"automl_algorithm {automl_algorithm!r} and automl_settings.algorithm "
-                        f"{settings_input['algorithm']!r} disagree; set only one."
-                    )
-                settings_input["algorithm"] = automl_algorithm
-            settings = parse_settings(settings_input)
+            settings = settings_for_algorithm(automl_settings, automl_algorithm)
             if self.skill_dir is None:
                 raise SpecError("AutoMLRunner needs skill_dir (write one with `mal schema --out DIR`).")
             config = {
@@ -202,6 +195,10 @@ class AutoMLRunner:
         # The API key is never stored: take it from the caller again (or the environment, as the brain does).
         if "llm_api_key" in extra:
             stored["llm_api_key"] = extra.pop("llm_api_key")
+        # run.json shows secrets as ***: a caller that passes the same setting with its secret gives it back.
+        for key in [key for key, value in extra.items() if MASK in str(stored.get(key, ""))]:
+            if redact_tree(extra[key]) == stored[key]:
+                stored[key] = extra.pop(key)
         ignored = sorted(key for key, value in extra.items() if stored.get(key) != value)
         if ignored:
             # The saved search state replays only under the settings it was made with.
@@ -255,6 +252,10 @@ class _Study:
         self.metric = settings.metric
         inputs = _StudyInputs.build(config, settings)
         self.space, self.base_spec = inputs.space, inputs.base_spec
+        if MASK in json.dumps(config.get("spec_overrides")) and workspace.path("base_spec.yaml").is_file():
+            # run.json keeps overrides with their secrets hidden; the trainings of a resumed study need the data
+            # URLs whole, which only the owner-only base_spec.yaml written at the start still holds.
+            self.base_spec = load_yaml(workspace.path("base_spec.yaml"))
         self.algorithm: SearchAlgorithm = make_algorithm(settings.algorithm, self.space, settings)
         self.tracker = StudyTracker(workspace.root, self.metric, self.base_spec.get("wandb"))
         self.state: dict[str, Any] = {
@@ -279,7 +280,7 @@ class _Study:
             if self.state["phase"] == "declined":
                 self.state["phase"] = "new"  # resuming a declined launch asks again
         if not self.ws.path("base_spec.yaml").exists():
-            self.ws.write_text("base_spec.yaml", dump_yaml(self.base_spec))
+            self.ws.write_input_text("base_spec.yaml", dump_yaml(self.base_spec))
         self.sample_count = self.settings.train_sample_count or count_train_samples(self.base_spec)
         if self.state["phase"] == "new":
             self._preflight()
@@ -463,6 +464,7 @@ class _Study:
             "command": self._command_text("{spec}"),
             "settings": self.settings.to_json_dict(),
         }
+        review = redact_tree(review)  # printed as well as written: the settings may hold an endpoint's password
         self.ws.write_json("launch_review.json", review)
         self.ws.write_text("launch_review.md", review_markdown(review))
         return review
@@ -564,7 +566,7 @@ class _Study:
                 shutil.rmtree(results_dir / action, ignore_errors=True)
             spec_path = results_dir / "spec.yaml"
             results_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(spec_path, dump_yaml(spec))
+            write_private_text(spec_path, dump_yaml(spec))
             record = self.platform.submit(job_id, action, spec_path, results_dir, extra_args)
             self.state["jobs"][job_id] = record.to_dict()
             self._save()
@@ -706,7 +708,7 @@ class _Study:
         # Written at every (re)launch from the record alone, so a runner killed before writing it loses nothing.
         spec, _ = self._trial_spec(record["params"], record["budget"], trial_dir, record["resume_checkpoint"])
         trial_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(trial_dir / "spec.yaml", dump_yaml(spec))
+        write_private_text(trial_dir / "spec.yaml", dump_yaml(spec))
         job = self.platform.submit(job_id, self.action, trial_dir / "spec.yaml", trial_dir)
         record.update(
             state="running",
@@ -830,7 +832,7 @@ class _Study:
             try:
                 self.hooks.on_result(self._hook_rec(record), metric, record["state"])
             except Exception as exc:
-                self.console.print(f"[yellow]on_result raised {_one_line(exc)} (ignored)[/yellow]")
+                self.console.print(f"[yellow]on_result raised {redact_text(_one_line(exc))} (ignored)[/yellow]")
 
     def _check_streak(self) -> None:
         streak = self.state["no_metric_streak"]
@@ -996,6 +998,7 @@ class _Study:
             return
         metric = record["metric"]
         text = f"{metric:.4f}" if metric is not None else (record["failure"] or {}).get("reason", "no metric")
+        text = redact_text(text)  # a failure reason quotes the trial's stderr, which may name a data URL
         self.console.print(f"{record['job_id']}: {record['state']} ({record['budget']} epochs) {self.metric} {text}")
 
 

@@ -8,6 +8,7 @@ so it never appears in a repr, a log or a JSON dump (`AutoMLSettings.to_json_dic
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -16,6 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from mal.errors import SpecError
 
 ALIASES = {"num_recommendations": "automl_max_recommendations"}
+
+# A wrong value is quoted in the error, cut short: the settings come from a user's file and may be huge.
+_shown = reprlib.Repr()
+_shown.maxlevel = 2
+_shown.maxlist = _shown.maxtuple = _shown.maxdict = _shown.maxset = 4
+_shown.maxstring = _shown.maxother = 60
 
 AlgorithmName = Literal[
     "bayesian", "random", "tpe", "hyperband", "asha", "bohb", "dehb", "pbt", "llm", "hybrid", "autoresearch"
@@ -115,6 +122,11 @@ def parse_settings(
     """Validate user settings; unknown keys and bad values raise SpecError naming the key."""
     if isinstance(settings, AutoMLSettings):
         return settings
+    if settings is not None and not isinstance(settings, Mapping):
+        raise SpecError(
+            f"{source} must be a mapping of setting: value, not a {type(settings).__name__} "
+            f"({_shown.repr(settings)}); see docs/ALGORITHMS.md for the keys."
+        )
     data = dict(settings or {})
     for alias, name in ALIASES.items():
         if alias in data:
@@ -126,12 +138,35 @@ def parse_settings(
         if key not in known:
             hint = difflib.get_close_matches(str(key), known + list(ALIASES), n=1, cutoff=0.6)
             tip = f" Did you mean {hint[0]}?" if hint else " See docs/ALGORITHMS.md for the keys."
-            raise SpecError(f"{source} has unknown key {key!r}.{tip}")
+            raise SpecError(f"{source} has unknown key {_shown.repr(key)}.{tip}")
     try:
         return AutoMLSettings(**data)
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"])
         value = error.get("input")
-        shown = "<hidden>" if key == "llm_api_key" else repr(value)
+        shown = "<hidden>" if key == "llm_api_key" else _shown.repr(value)
         raise SpecError(f"{source}.{key} = {shown} is invalid: {error['msg']}.") from None
+
+
+def settings_for_algorithm(
+    settings: Mapping[str, Any] | None, algorithm: str | None, source: str = "automl_settings"
+) -> AutoMLSettings:
+    """`parse_settings` with the algorithm named beside the settings (the study file's `algorithm`, the
+    runner's `automl_algorithm`); naming two different ones is refused rather than one silently winning."""
+    if isinstance(settings, AutoMLSettings):
+        if algorithm is not None and settings.algorithm != algorithm:
+            raise SpecError(
+                f"{source}.algorithm {settings.algorithm!r} and the algorithm {_shown.repr(algorithm)} named beside "
+                "it disagree; set only one."
+            )
+        return settings
+    data = dict(settings or {}) if isinstance(settings, Mapping) else settings
+    if algorithm is not None and isinstance(data, dict):
+        if data.get("algorithm", algorithm) != algorithm:
+            raise SpecError(
+                f"{source}.algorithm {_shown.repr(data['algorithm'])} and the algorithm {_shown.repr(algorithm)} "
+                "named beside it disagree; set only one."
+            )
+        data["algorithm"] = algorithm
+    return parse_settings(data, source=source)

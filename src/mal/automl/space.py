@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 
-from mal.errors import SpecError, yaml_problem
+from mal.errors import SpecError
+from mal.safe_yaml import YamlRefused, load_file
 
 ParamKind = Literal["float", "int", "categorical", "bool"]
 
@@ -202,9 +202,12 @@ class SearchSpace:
         template_path = root / "references" / f"spec_template_{action}.yaml"
         if template_path.is_file():
             try:
-                template = yaml.safe_load(template_path.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError as exc:
-                raise SpecError(f"{template_path} is not valid YAML ({yaml_problem(exc)}); rewrite it.") from None
+                template = load_file(template_path) or {}
+            except YamlRefused as exc:
+                fix = "; rewrite it." if exc.reason == "syntax" else "."
+                raise SpecError(f"{template_path} {exc}{fix}") from None
+            if not isinstance(template, Mapping):
+                raise SpecError(f"{template_path} must hold a mapping of spec sections; rewrite it with `mal schema`.")
         return cls.from_schema(schema, template, parameters, custom_param_ranges, source=str(schema_path))
 
     @classmethod

@@ -44,6 +44,7 @@ from mal.automl.platforms.contract import deep_merge, load_yaml, nest_dotted
 from mal.automl.settings import AutoMLSettings, parse_settings
 from mal.automl.space import SearchSpace
 from mal.errors import SpecError, UserError
+from mal.redaction import redact_text, redact_url, split_userinfo, url_secrets
 
 CONFIG_ATTR = "mal:config"
 READY_ATTR = "mal:ready"
@@ -60,9 +61,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # -- storages ----------------------------------------------------------------------------------------------------
 
 
-def redact(url: str) -> str:
-    """The URL with any password replaced by ***, for logs and reports."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(url))
+def redact(url: str | Path) -> str:
+    """The URL with any password or credential parameter replaced by ***, for logs and reports."""
+    return redact_url(url)
 
 
 def _sqlalchemy_url(url: str) -> str:
@@ -79,20 +80,31 @@ def _sqlalchemy_url(url: str) -> str:
     return url
 
 
-def open_storage(url: str | Path) -> BaseStorage:
-    """The Optuna storage a URL (or a journal file path) names; UserError when it cannot be used."""
+def journal_path(url: str | Path) -> Path | None:
+    """The journal file a storage URL names (a plain path, journal:// or file://); None for a database URL."""
     text = str(url)
     if "://" not in text or text.startswith(("journal://", "file://")):
-        path = Path(re.sub(r"^(journal|file)://", "", text)).expanduser()
+        return Path(re.sub(r"^(journal|file)://", "", text)).expanduser()
+    return None
+
+
+def open_storage(url: str | Path) -> BaseStorage:
+    """The Optuna storage a URL (or a journal file path) names; UserError when it cannot be used. Opening a journal
+    file that does not exist creates it: callers that only read check `journal_path` first."""
+    text = str(url)
+    path = journal_path(text)
+    if path is not None:
         if not path.parent.is_dir():
             raise UserError(f"Storage {text}: folder {path.parent} does not exist; create it or pick another path.")
+        if path.exists() and not path.is_file():
+            raise UserError(f"Storage {text} is a folder, not a journal file; pass the study's .journal file.")
         from optuna.storages.journal import JournalFileBackend
 
         return JournalStorage(JournalFileBackend(str(path)))
     scheme = text.split("://", 1)[0].split("+", 1)[0]
     if scheme == "sqlite":
         raise UserError(
-            f"Storage {text}: SQLite allows one writer at a time and fails with 'database is locked' under "
+            f"Storage {redact(text)}: SQLite allows one writer at a time and fails with 'database is locked' under "
             f"parallel workers; use a journal file (a plain path) or postgresql://."
         )
     if scheme == "redis":
@@ -100,14 +112,28 @@ def open_storage(url: str | Path) -> BaseStorage:
             raise UserError(f"Storage {redact(text)} needs the redis package; `pip install redis`.")
         from optuna.storages.journal import JournalRedisBackend
 
-        return JournalStorage(JournalRedisBackend(text))
+        return JournalStorage(JournalRedisBackend(_encoded_password(text)))
     try:
-        return RDBStorage(_sqlalchemy_url(text), engine_kwargs={"pool_pre_ping": True})
+        return RDBStorage(_sqlalchemy_url(_encoded_password(text)), engine_kwargs={"pool_pre_ping": True})
     except UserError:
         raise
     except Exception as exc:  # SQLAlchemy/driver errors: unreachable host, bad credentials, unknown dialect
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # A driver may quote the password outside the URL (a host name parsed out of `p@ss@host`): hide it too.
+        first = redact_text(first, url_secrets(text))
         raise UserError(f"Could not open storage {redact(text)} ({first}); check the URL and that it is up.") from None
+
+
+def _encoded_password(url: str) -> str:
+    """The URL with an unencoded '@', '/', '?' or '#' of its password percent-encoded, as the drivers need it;
+    the password runs to the last '@' before the host, the rule `redact` hides it by."""
+    parts = split_userinfo(url)
+    if parts is None or not parts[2] or not any(char in parts[2] for char in "@/?#"):
+        return url
+    scheme, user, password, rest = parts
+    for char, code in (("@", "%40"), ("/", "%2F"), ("?", "%3F"), ("#", "%23")):
+        password = password.replace(char, code)
+    return f"{scheme}{user}:{password}@{rest}"
 
 
 # -- what a study runs -------------------------------------------------------------------------------------------
@@ -297,9 +323,21 @@ def wait_ready(study: optuna.Study, timeout: float = _READY_TIMEOUT) -> dict[str
 
 
 def load_distributed_study(storage: str | Path, study_name: str, wait: float = 0.0) -> tuple[optuna.Study, dict]:
-    """(study, config) of an existing distributed study; UserError naming the study when it is not there."""
-    store = open_storage(storage)
+    """(study, config) of an existing distributed study; UserError naming the study when it is not there.
+
+    A journal file that does not exist is waited for (up to `wait` seconds), never created: status and report
+    only read, and a worker started before the study's creator finds the file once the creator wrote it."""
     deadline = time.monotonic() + wait
+    journal = journal_path(storage)
+    while journal is not None and not journal.exists():
+        if time.monotonic() >= deadline:
+            raise UserError(
+                f"Storage {redact(str(storage))} has no study {study_name!r}: no journal file is there ({journal} does "
+                f"not exist); pass an existing study's journal, or create it with `mal automl run --storage URL "
+                f"--study {study_name}`."
+            )
+        time.sleep(0.5)
+    store = open_storage(storage)
     while True:
         try:
             study = optuna.load_study(storage=store, study_name=study_name)
@@ -324,6 +362,7 @@ __all__ = [
     "build_space",
     "create_distributed_study",
     "full_budget",
+    "journal_path",
     "load_distributed_study",
     "make_pruner",
     "make_sampler",

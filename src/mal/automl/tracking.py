@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mal.redaction import redact_tree
+
 
 class TensorBoardTracker:
     def __init__(self, log_dir: Path) -> None:
@@ -65,7 +67,7 @@ class WandbTracker:
                 group=self.group,
                 mode=self.mode,
                 dir=str(self.root),
-                config=dict(params),
+                config=redact_tree(dict(params)),  # a categorical choice may be a data URL with a password
                 reinit="create_new",
             )
             self._runs[job_id] = run
@@ -77,7 +79,7 @@ class WandbTracker:
             run.summary["final_metric"] = metric
             run.summary["status"] = status
             run.finish()
-        self._rows.append([job_id, status, metric, *[params.get(k) for k in sorted(params)]])
+        self._rows.append([job_id, status, metric, *[redact_tree(params.get(k)) for k in sorted(params)]])
 
     def close(self, param_names: list[str]) -> None:
         if not self._rows:

@@ -61,8 +61,9 @@ from mal.automl.storage import (
     make_sampler,
     redact,
 )
+from mal.automl.workspace import write_private_text
 from mal.errors import UserError
-from mal.fileio import atomic_write_text
+from mal.redaction import redact_text, url_secrets
 
 PLATFORMS = ("local", "slurm")
 
@@ -292,7 +293,8 @@ class StudyWorker:
             except UpdateFinishedTrialError:
                 pass  # another worker declared it dead; the main loop notices at its next report
             except Exception as exc:  # a flaky database must not kill the heartbeat thread
-                self.console.print(f"[yellow]heartbeat failed: {type(exc).__name__}: {exc}[/yellow]")
+                shown = redact_text(exc, url_secrets(self.storage_url))
+                self.console.print(f"[yellow]heartbeat failed: {type(exc).__name__}: {shown}[/yellow]")
 
     # == taking and starting trials ==================================================================================
 
@@ -346,11 +348,11 @@ class StudyWorker:
             trial.set_user_attr(key, value)
         shutil.rmtree(trial_dir / self.action, ignore_errors=True)
         trial_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(trial_dir / "spec.yaml", dump_yaml(spec))
+        write_private_text(trial_dir / "spec.yaml", dump_yaml(spec))  # the job's input: data URLs stay whole
         try:
             self.platform.submit(job_id, self.action, trial_dir / "spec.yaml", trial_dir)
         except Exception as exc:
-            reason = f"could not submit the job: {type(exc).__name__}: {str(exc).strip()[:300]}"
+            reason = redact_text(f"could not submit the job: {type(exc).__name__}: {str(exc).strip()[:300]}")
             self._finish(running, TrialState.FAIL, None, Failure("infrastructure", reason, None))
             if isinstance(exc, UserError):
                 raise
@@ -441,7 +443,7 @@ class StudyWorker:
             text = f"stopped by the pruner at epoch {running.reported_until}"
         else:
             text = f"{failure.category}: {failure.reason}" if failure else "failed"
-        self.console.print(f"trial {running.number}: {state.name.lower()} ({text})")
+        self.console.print(f"trial {running.number}: {state.name.lower()} ({redact_text(text)})")
 
     def _lost_to_others(self, running: _Running) -> None:
         """Another worker declared this trial dead (we were too slow to beat); its retry carries on elsewhere."""

@@ -1,12 +1,17 @@
 """A study's folder: `workspace_dir/run_<UTC timestamp>/`, everything needed to resume it from the path alone.
 
-    run.json              what was asked: skill dir, algorithm, settings (no secrets), overrides, command
+    run.json              what was asked: skill dir, algorithm, settings, overrides, command (secrets as ***)
     state.json            the search: algorithm state + every trial's record, written as ONE file so the two
                           never disagree after a crash
     baseline.json, final_evaluation.json, preflight.json, launch_review.{json,md}, result.json
     trials/<job id>/      spec.yaml, stdout.log, stderr.log, exit_code, and the job's own outputs
     report/               report.md, report.html, plots
     tensorboard/          one run per trial
+
+Every file here is written through `write_json`/`write_text`, which hide secrets (`mal.redaction`: URL
+passwords, credential parameters, llm_api_key) so that a run folder can be shared. The only exceptions are the
+specs the trainings read (`base_spec.yaml`, `trials/*/spec.yaml`): a data URL must reach its job whole, so they
+are written by `write_input_text`, readable by the owner only.
 
 Every write is atomic (`mal.fileio`) and happens under `state.lock`; a second file lock, held for the whole
 life of a runner, stops two runners from driving the same study (the kernel drops it when a runner dies,
@@ -26,7 +31,8 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from mal.errors import UserError
-from mal.fileio import atomic_write_json, atomic_write_text
+from mal.fileio import atomic_open, atomic_write_json, atomic_write_text
+from mal.redaction import redact_text, redact_tree
 
 RUN_PREFIX = "run_"
 RUN_FILE = "run.json"
@@ -112,12 +118,19 @@ class Workspace:
         return json.loads(text)
 
     def write_json(self, name: str, obj: Any) -> None:
+        """Write `obj` as JSON with its secrets hidden."""
         with self._state_lock:
-            atomic_write_json(self.root / name, obj)
+            atomic_write_json(self.root / name, redact_tree(obj))
 
     def write_text(self, name: str, text: str) -> None:
+        """Write `text` with the secrets of its URLs hidden."""
         with self._state_lock:
-            atomic_write_text(self.root / name, text)
+            atomic_write_text(self.root / name, redact_text(text))
+
+    def write_input_text(self, name: str, text: str) -> None:
+        """Write a spec a training reads, as it is (its data URLs may need their credentials), owner-only."""
+        with self._state_lock:
+            write_private_text(self.root / name, text)
 
     # -- the runner lock ----------------------------------------------------------------------------------------
 
@@ -134,3 +147,10 @@ class Workspace:
             yield
         finally:
             self._runner_lock.release()
+
+
+def write_private_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write `text` atomically with mode 0600: the file may hold a credential the user put in a data URL."""
+    with atomic_open(path, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # before any byte is written, so no reader ever sees it open
+        handle.write(text)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from mal.env import env_int, env_number
 from mal.errors import DataError
 
 MAX_EXTRACT_BYTES_ENV = "MAL_EXTRACT_MAX_BYTES"
@@ -52,8 +53,8 @@ class ExtractLimits:
     @classmethod
     def from_env(cls) -> ExtractLimits:
         return cls(
-            max_bytes=int(float(os.environ.get(MAX_EXTRACT_BYTES_ENV, DEFAULT_MAX_EXTRACT_BYTES))),
-            max_ratio=float(os.environ.get(MAX_EXTRACT_RATIO_ENV, DEFAULT_MAX_EXTRACT_RATIO)),
+            max_bytes=env_int(MAX_EXTRACT_BYTES_ENV, DEFAULT_MAX_EXTRACT_BYTES, minimum=1, what="a size in bytes"),
+            max_ratio=env_number(MAX_EXTRACT_RATIO_ENV, DEFAULT_MAX_EXTRACT_RATIO, minimum=1, what="a ratio"),
         )
 
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import struct
 import warnings
+import zlib
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mal.data.geometry import segmentation_problems
 from mal.data.sources import resolve_source
 from mal.errors import DataError
 
@@ -26,6 +31,8 @@ MEDIUM_AREA = 96**2
 # Boxes that poke out of the image by less than this many pixels are clipped without a warning:
 # rounding in polygon-derived boxes routinely gives x + w = width + 0.0001.
 CLIP_TOLERANCE_PX = 1e-3
+# A COCO file nests about 5 levels (file > annotations > annotation > segmentation > polygon); far more is hostile.
+MAX_JSON_DEPTH = 100
 
 Severity = Literal["error", "warning"]
 
@@ -335,8 +342,14 @@ def check_coco(
     min_obj_size: float = 0.0,
     max_obj_size: float = math.inf,
     cache_dir: Path | None = None,
+    decode_images: bool = False,
 ) -> tuple[CocoBoxes | None, ValidationReport]:
-    """Validate a COCO file in one pass; the boxes come back only when there was no error."""
+    """Validate a COCO file in one pass; the boxes come back only when there was no error.
+
+    check_images reads each image's header (exists, size, pixel limit); decode_images also decodes every pixel,
+    which finds truncated and corrupt files (what `mal dataset check` does; loading for training does not,
+    the loaders decode anyway).
+    """
     report = ValidationReport(file=str(ann_path), min_obj_size=min_obj_size, max_obj_size=max_obj_size)
     try:
         ann_file = resolve_source(ann_path, cache_dir=cache_dir)
@@ -351,7 +364,7 @@ def check_coco(
     raw = _parse_json(ann_file, report)
     if raw is None:
         return None, report
-    return _Validator(report, raw, ann_file, image_root, load_mask, check_images).run()
+    return _Validator(report, raw, ann_file, image_root, load_mask, check_images, decode_images).run()
 
 
 def _parse_json(path: Path, report: ValidationReport) -> dict[str, Any] | None:
@@ -359,7 +372,9 @@ def _parse_json(path: Path, report: ValidationReport) -> dict[str, Any] | None:
         report.error("not_a_file", f"{path} is a folder", "point the annotation path to the COCO JSON file")
         return None
     try:
-        raw = json.loads(path.read_bytes())
+        data = path.read_bytes()
+        depth = json_nesting_depth(data)
+        raw = json.loads(data) if depth <= MAX_JSON_DEPTH else None
     except json.JSONDecodeError as exc:
         report.error(
             "malformed_json",
@@ -370,10 +385,63 @@ def _parse_json(path: Path, report: ValidationReport) -> dict[str, Any] | None:
     except (UnicodeDecodeError, OSError) as exc:
         report.error("unreadable_file", f"cannot be read as UTF-8 JSON ({exc})", "save it as UTF-8 JSON")
         return None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's int-parsing limit)
+        reason = str(exc).split(";")[0]
+        report.error("malformed_json", f"holds a value JSON cannot read ({reason})", "fix or remove that value")
+        return None
+    except RecursionError:  # the scan above should have caught it; kept as the last line of defence
+        depth = MAX_JSON_DEPTH + 1
+    if depth > MAX_JSON_DEPTH:
+        report.error(
+            "nested_too_deeply",
+            f"is nested too deeply (more than {MAX_JSON_DEPTH} levels of lists/objects)",
+            "a COCO file needs about 5 levels; remove the deep nesting",
+        )
+        return None
     if not isinstance(raw, dict):
         report.error("not_coco", "top level is not a JSON object", "write a COCO object with images/annotations")
         return None
     return raw
+
+
+def json_nesting_depth(data: bytes) -> int:
+    """How deeply a JSON document nests lists/objects, found from its bytes without parsing it.
+
+    json.loads stops only at the interpreter's recursion limit (~1000 levels), while copy.deepcopy of the file (as
+    inference does) fails at a few hundred; this scan is vectorized and costs a fraction of the parse. Brackets
+    inside strings are skipped: a string is open after an odd number of unescaped quotes.
+    """
+    encoding = json.detect_encoding(data)
+    if encoding != "utf-8":  # UTF-16/32 files: their bytes hold brackets only after re-encoding
+        data = data.decode(encoding).encode("utf-8")
+    raw = np.frombuffer(data, dtype=np.uint8)
+    quotes = np.flatnonzero(raw == ord('"'))
+    backslashes = np.flatnonzero(raw == ord("\\"))
+    if backslashes.size and quotes.size:
+        # A quote is escaped when an odd number of backslashes stands right before it.
+        run_start = np.flatnonzero(np.diff(backslashes, prepend=-2) != 1)
+        start_of = backslashes[run_start][np.searchsorted(run_start, np.arange(backslashes.size), side="right") - 1]
+        before = np.searchsorted(backslashes, quotes) - 1
+        touching = (before >= 0) & (backslashes[np.maximum(before, 0)] == quotes - 1)
+        count = np.where(touching, quotes - start_of[np.maximum(before, 0)], 0)
+        quotes = quotes[count % 2 == 0]
+    opening = np.flatnonzero((raw == ord("[")) | (raw == ord("{")))
+    closing = np.flatnonzero((raw == ord("]")) | (raw == ord("}")))
+    opening = opening[np.searchsorted(quotes, opening) % 2 == 0]
+    closing = closing[np.searchsorted(quotes, closing) % 2 == 0]
+    if opening.size == 0:
+        return 0
+    positions = np.concatenate([opening, closing])
+    steps = np.concatenate([np.ones(opening.size, np.int64), -np.ones(closing.size, np.int64)])
+    return int(np.cumsum(steps[np.argsort(positions, kind="stable")]).max())
+
+
+def escapes_image_folder(file_name: str) -> bool:
+    """Whether a COCO file_name points outside the image folder it is joined to: an absolute path (POSIX or
+    Windows) or one with a '..' part. Subfolders ("train2017/a.jpg") and links the user made inside the folder
+    stay allowed; a label file must not make us read, or show in a review page, /etc/passwd."""
+    normalised = file_name.replace("\\", "/")
+    return normalised.startswith("/") or bool(re.match(r"^[A-Za-z]:", normalised)) or ".." in normalised.split("/")
 
 
 def _is_int(value: Any) -> bool:
@@ -402,6 +470,42 @@ def _oriented_size(handle: Any) -> tuple[int, int]:
     return width, height
 
 
+# Everything PIL raises for a broken or hostile file: its decoders surface zlib, struct and EOF errors as they are.
+IMAGE_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    struct.error,
+    zlib.error,
+)
+DECODE_THREADS = 4  # decoding is CPU-bound; a few threads already saturate a laptop's disk and cores
+
+
+def _inspect_image(path: Path, decode: bool, limit: int) -> tuple[str, Any]:
+    """("ok", (width, height, pixels)) or ("missing" | "unreadable" | "too_large", detail); never raises.
+
+    Reads the header, and with `decode` every pixel too (a truncated file has a valid header) unless the image
+    has more than `limit` pixels. Call it inside `pixel_limit()`, which must decide the decompression-bomb limit.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as handle:
+            width, height = _oriented_size(handle)
+            pixels = handle.width * handle.height
+            if decode and pixels <= limit:
+                handle.load()
+    except Image.DecompressionBombError:
+        return "too_large", None
+    except FileNotFoundError:
+        return "missing", None
+    except IMAGE_DECODE_ERRORS as exc:  # UnidentifiedImageError is an OSError
+        return "unreadable", exc
+    return "ok", (width, height, pixels)
+
+
 class _Validator:
     def __init__(
         self,
@@ -411,6 +515,7 @@ class _Validator:
         image_root: Path | None,
         load_mask: bool,
         check_images: bool,
+        decode_images: bool = False,
     ) -> None:
         self.report = report
         self.raw = raw
@@ -418,7 +523,9 @@ class _Validator:
         self.image_root = image_root
         self.load_mask = load_mask
         self.check_images = check_images
+        self.decode_images = decode_images
         self.clipped = 0
+        self.masks_to_check: list[tuple[Any, ImageRecord, dict[str, Any]]] = []
 
     def run(self) -> tuple[CocoBoxes | None, ValidationReport]:
         report = self.report
@@ -486,6 +593,14 @@ class _Validator:
                     "bad_file_name",
                     "file_name is empty or not a string",
                     "write the image's file name",
+                    image_id=image_id,
+                )
+                continue
+            if escapes_image_folder(file_name):
+                report.error(
+                    "bad_file_name",
+                    f"file_name {file_name[:120]!r} leaves the image folder (absolute, or with '..')",
+                    "write file names relative to the image folder, without '..'",
                     image_id=image_id,
                 )
                 continue
@@ -582,6 +697,7 @@ class _Validator:
                 self._check_segmentation(item, images.get(image_id))
             rows.append(item)
             bboxes.append(bbox)
+        self._check_masks()
         if not items:
             report.error("empty_dataset", "there are no annotations (boxes)", "add boxes to label")
 
@@ -695,86 +811,60 @@ class _Validator:
                 **where,
             )
             return
-        if isinstance(segmentation, list):
-            polygons_ok = all(
-                isinstance(polygon, list)
-                and len(polygon) >= 6
-                and len(polygon) % 2 == 0
-                and all(_is_number(value) for value in polygon)
-                for polygon in segmentation
-            )
-            if not polygons_ok:
-                self.report.error(
-                    "bad_mask",
-                    "segmentation polygons need an even number (>= 6) of coordinates",
-                    "fix or remove the polygon",
-                    **where,
-                )
+        if image is None:  # the unknown image_id is reported on its own; there is no size to check against
             return
-        if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
-            size, counts = segmentation["size"], segmentation["counts"]
-            counts_ok = isinstance(counts, str) or (
-                isinstance(counts, list) and all(_is_int(value) and value >= 0 for value in counts)
-            )
-            if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v >= 0 for v in size)) or not (
-                counts_ok
-            ):
-                self.report.error(
-                    "bad_mask",
-                    "RLE needs size [height, width] (two integers) and counts (a string or a list of run lengths)",
-                    "re-encode the mask with pycocotools",
-                    **where,
-                )
-                return
-            if image is not None and list(size) != [image.height, image.width]:
-                self.report.error(
-                    "bad_mask",
-                    f"RLE size {segmentation['size']} differs from the image's [{image.height}, {image.width}]",
-                    "re-encode the mask at the image size",
-                    **where,
-                )
-            return
-        self.report.error(
-            "bad_mask", "segmentation is neither polygons nor RLE {size, counts}", "write COCO polygons or RLE", **where
-        )
+        self.masks_to_check.append((segmentation, image, where))
+
+    def _check_masks(self) -> None:
+        """Every action that reads masks loads them through here, so pycocotools never sees a value it mishandles."""
+        items = [(segmentation, image.height, image.width) for segmentation, image, _ in self.masks_to_check]
+        for (_, _, where), problem in zip(self.masks_to_check, segmentation_problems(items), strict=True):
+            if problem is not None:
+                self.report.error("bad_mask", problem[0], problem[1], **where)
+        self.masks_to_check.clear()
 
     def _check_files(self, images: dict[int, ImageRecord]) -> None:
-        from PIL import Image, UnidentifiedImageError
-
         from mal.data.pixel_limit import MAX_IMAGE_PIXELS_ENV, pixel_limit
 
-        for image in images.values():
-            try:
-                with pixel_limit() as limit, Image.open(image.path) as handle:
-                    width, height = _oriented_size(handle)
-                    pixels = handle.width * handle.height
-            except Image.DecompressionBombError:
-                pixels, limit = math.inf, 0
-            except FileNotFoundError:
+        records = list(images.values())
+        with pixel_limit() as limit:
+            if self.decode_images and len(records) > 1:
+                from PIL import Image
+
+                # Decoders release the GIL, so threads make the full decode several times faster. PIL registers
+                # its format plugins lazily: do it once here rather than racing in every thread.
+                Image.init()
+                workers = min(DECODE_THREADS, os.cpu_count() or 1)
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mal-decode") as pool:
+                    outcomes = list(
+                        pool.map(lambda image: _inspect_image(image.path, self.decode_images, limit), records)
+                    )
+            else:
+                outcomes = [_inspect_image(image.path, self.decode_images, limit) for image in records]
+        for image, (kind, detail) in zip(records, outcomes, strict=True):
+            if kind == "missing":
                 self.report.error(
                     "missing_image",
                     f"{image.path} does not exist",
                     "add the image or fix file_name/img_dir",
                     image_id=image.id,
                 )
-                continue
-            except (UnidentifiedImageError, OSError, ValueError) as exc:
+            elif kind == "unreadable":
                 self.report.error(
                     "unreadable_image",
-                    f"{image.path} cannot be read as an image ({exc})",
+                    f"{image.path} cannot be read as an image ({detail})",
                     "replace the file with a valid image",
                     image_id=image.id,
                 )
-                continue
-            if pixels > limit:
+            elif kind == "too_large" or detail[2] > limit:
                 self.report.error(
                     "image_too_large",
                     f"{image.path} has more pixels than the decompression-bomb limit ({MAX_IMAGE_PIXELS_ENV})",
                     f"downscale or tile the image, or raise {MAX_IMAGE_PIXELS_ENV} if it is genuine",
                     image_id=image.id,
                 )
-                continue
-            if (width, height) != (image.width, image.height):
+            elif detail[:2] != (image.width, image.height):
+                width, height = detail[:2]
                 self.report.error(
                     "image_size_mismatch",
                     f"{image.file_name} is {width}x{height} on disk but the JSON says {image.width}x{image.height}",

@@ -35,13 +35,34 @@ def batch_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(part) for part in parts]).generate_state(1, dtype=np.uint32)[0])
 
 
+class LoaderDataError(DataError):
+    """A DataError raised while a loader reads a batch, e.g. an image that cannot be decoded.
+
+    In a DataLoader worker process torch catches it and re-raises it in the main process as
+    `LoaderDataError("Caught LoaderDataError in DataLoader worker process 0.\nOriginal Traceback ...")`, a
+    30-line message. Constructed from that text, it keeps only the original message, so the CLI still prints
+    one line.
+    """
+
+    def __init__(self, message: str) -> None:
+        if "Original Traceback" in message:
+            prefix = f"{type(self).__module__}.{type(self).__qualname__}: "
+            originals = [line[len(prefix) :] for line in message.splitlines() if line.startswith(prefix)]
+            if originals:
+                message = originals[-1]
+        super().__init__(message)
+
+
 def _crop_rows(coco: CocoBoxes, rows: np.ndarray, crop_boxes: torch.Tensor, crop_size: int) -> torch.Tensor:
     """Crops for annotation `rows`, decoding each distinct image once and cropping its boxes in one call."""
     crops = torch.empty((len(rows), 3, crop_size, crop_size), dtype=torch.float32)
     image_ids = coco.image_ids[rows]
     for image_id in dict.fromkeys(image_ids.tolist()):
         positions = torch.from_numpy(np.flatnonzero(image_ids == image_id))
-        image = read_image(coco.images[image_id].path)
+        try:
+            image = read_image(coco.images[image_id].path)
+        except DataError as exc:
+            raise LoaderDataError(str(exc)) from None
         crops[positions] = crop_and_resize(image, crop_boxes[positions], crop_size)
     return crops
 

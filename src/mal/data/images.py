@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
+from mal.data.coco import IMAGE_DECODE_ERRORS
 from mal.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_ENV, max_image_pixels, pixel_limit
 from mal.errors import DataError
 
@@ -32,7 +33,7 @@ def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
         raise _too_large(path, None, limit) from exc
     except FileNotFoundError as exc:
         raise DataError(f"image {path} does not exist; add it or fix file_name / img_dir.") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except IMAGE_DECODE_ERRORS as exc:  # UnidentifiedImageError is an OSError
         raise DataError(f"image {path} cannot be decoded ({exc}); replace it with a valid image.") from exc
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 

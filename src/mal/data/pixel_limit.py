@@ -6,19 +6,20 @@ override ours and ignore `MAL_MAX_IMAGE_PIXELS`; `pixel_limit()` lets ours decid
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from PIL import Image
 
+from mal.env import env_int
+
 MAX_IMAGE_PIXELS_ENV = "MAL_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_IMAGE_PIXELS = 400_000_000  # 20k x 20k; far above camera and microscopy tiles
 
 
 def max_image_pixels() -> int:
-    return int(float(os.environ.get(MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS)))
+    return env_int(MAX_IMAGE_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS, minimum=1, what="a whole number of pixels")
 
 
 @contextmanager

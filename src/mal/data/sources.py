@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from filelock import FileLock
 from rich.console import Console
@@ -33,9 +33,11 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from mal.data.archives import NO_SPACE_ERRNOS, NoSpaceError, extract_archive, member_path
+from mal.data.archives import NO_SPACE_ERRNOS, ExtractLimits, NoSpaceError, extract_archive, member_path
+from mal.env import env_folder
 from mal.errors import DataError
 from mal.fileio import atomic_write_json
+from mal.redaction import redact_url
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip")
 _CHUNK = 4 << 20
@@ -52,8 +54,7 @@ class StagedSource:
 
 
 def default_cache_dir() -> Path:
-    configured = os.environ.get("MAL_CACHE_DIR")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "mal"
+    return env_folder("MAL_CACHE_DIR", Path.home() / ".cache" / "mal")
 
 
 def is_archive(name: str) -> bool:
@@ -61,14 +62,8 @@ def is_archive(name: str) -> bool:
 
 
 def redact(uri: str) -> str:
-    """The uri without any user:password part, safe to print."""
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    """The uri with its credentials hidden, safe to print (one rule for the whole package: mal.redaction)."""
+    return redact_url(uri)
 
 
 def resolve_source(uri: str | os.PathLike[str], *, cache_dir: Path | None = None) -> Path:
@@ -80,6 +75,7 @@ def stage_source(uri: str | os.PathLike[str], *, cache_dir: Path | None = None) 
     text = os.fspath(uri)
     scheme = _scheme(text)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    ExtractLimits.from_env()  # a bad MAL_EXTRACT_* value fails before the cache folder and its lock exist
     if scheme in ("", "file"):
         path = Path(urlsplit(text).path if scheme == "file" else text).expanduser()
         if not path.exists():

@@ -13,16 +13,21 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mal.errors import CheckpointError
 from mal.fileio import atomic_open
+from mal.redaction import redact_tree
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write to a temp file and rename, so a SIGKILL mid-save leaves the previous checkpoint intact."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        checkpoint = without_secrets(checkpoint)
         try:
             with atomic_open(path, "wb") as handle:
                 torch.save(checkpoint, handle)
         except RuntimeError as exc:
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                # Ctrl-C or SIGTERM inside torch's writer comes out as "unexpected pos": stop as interrupted.
+                raise exc.__context__ from None
             # torch's zip writer reports a failed write (usually a full disk) as "unexpected pos ..."; say so.
             folder = Path(path).parent
             free = shutil.disk_usage(folder).free if folder.exists() else 0
@@ -34,6 +39,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> Any:
         return load_checkpoint_file(path, map_location=map_location or "cpu")
+
+
+def without_secrets(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint with the secrets of its stored spec hidden (a checkpoint is a file people pass around).
+
+    Only the hyperparameter entries are touched: the state dict's names (`cls_token`, `mask_token`) look like
+    secrets to a key-name rule but are weights. Loading needs none of what is hidden (model.* and
+    dataset.crop_size)."""
+    hidden = dict(checkpoint)
+    for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+        if isinstance(hidden.get(key), dict):
+            hidden[key] = redact_tree(dict(hidden[key]))
+    return hidden
 
 
 def load_checkpoint_file(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:

@@ -13,6 +13,7 @@ from mal.engine.common import resolve_checkpoint
 from mal.engine.datamodule import load_val_coco
 from mal.engine.labeling import BoxLabel, ground_truth
 from mal.engine.predict import label_dataset, torch_labeler
+from mal.engine.run_lock import hold_run_lock
 from mal.engine.status import StatusFile
 from mal.errors import DataError
 from mal.fileio import atomic_write_json
@@ -70,6 +71,12 @@ def _gt_dict(coco: CocoBoxes) -> dict[str, Any]:
 
 
 def run(spec: ExperimentSpec) -> int:
+    # Two evaluations on one results_dir would interleave their status.json events and race on metrics.json.
+    with hold_run_lock(Path(spec.results_dir) / "evaluate", "evaluate"):
+        return _evaluate(spec)
+
+
+def _evaluate(spec: ExperimentSpec) -> int:
     checkpoint = resolve_checkpoint(spec, spec.evaluate.checkpoint, "evaluate.checkpoint")
     spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"load_mask": True})})
     coco = load_val_coco(spec, action="evaluate")

@@ -13,10 +13,12 @@ from mal.engine.datamodule import require
 from mal.engine.labeling import BoxLabel, ground_truth
 from mal.engine.module import test_time_refiner
 from mal.engine.predict import Labeler, label_dataset, torch_labeler
+from mal.engine.run_lock import hold_run_lock
 from mal.engine.status import StatusFile
+from mal.errors import SpecError
 from mal.fileio import atomic_write_json, remove_stale_temp_files
 from mal.metrics import instance_ious
-from mal.spec.schema import ExperimentSpec
+from mal.spec.schema import ExperimentSpec, output_file_problem
 
 
 def labeled_coco(coco: CocoBoxes, labels: list[BoxLabel]) -> dict[str, Any]:
@@ -44,6 +46,17 @@ def _labeler(spec: ExperimentSpec) -> Labeler:
     return torch_labeler(checkpoint, spec.inference)
 
 
+def check_output_path(spec: ExperimentSpec, out_path: Path) -> None:
+    """The label file must not replace an input annotation file (its ground truth would be lost) nor be a folder
+    (found only after labeling every box, before). The spec checked an explicit label_dump_path when it was read;
+    this covers the default results_dir/inference/labels.json too."""
+    problem = output_file_problem(out_path, spec.annotation_inputs())
+    if problem:
+        shown = f"inference.label_dump_path = {spec.inference.label_dump_path}" if spec.inference.label_dump_path \
+            else f"the default output {out_path} (results_dir/inference/labels.json)"
+        raise SpecError(f"{shown} {problem}.")
+
+
 def run(spec: ExperimentSpec) -> int:
     inference = spec.inference
     ann_path = require(inference.ann_path or spec.dataset.val_ann_path or spec.dataset.train_ann_path,
@@ -51,6 +64,14 @@ def run(spec: ExperimentSpec) -> int:
     img_dir = require(inference.img_dir or spec.dataset.val_img_dir or spec.dataset.train_img_dir,
                       "inference.img_dir", "inference")
     out_path = Path(inference.label_dump_path or Path(spec.results_dir) / "inference" / "labels.json")
+    check_output_path(spec, out_path)
+    # Two inference runs on one results_dir would interleave their status.json events.
+    with hold_run_lock(Path(spec.results_dir) / "inference", "inference"):
+        return _label(spec, ann_path, img_dir, out_path)
+
+
+def _label(spec: ExperimentSpec, ann_path: str, img_dir: str, out_path: Path) -> int:
+    inference = spec.inference
     coco = load_coco(ann_path, img_dir, load_mask=inference.load_mask,
                      cache_dir=Path(spec.dataset.cache_dir) if spec.dataset.cache_dir else None)
     labeler = _labeler(spec)

@@ -21,6 +21,7 @@ from mal.model.inference import InferenceNet
 from mal.model.losses import LossConfig, mal_losses
 from mal.model.mal import MeanTeacher, build_masknet
 from mal.model.refine import CrfRefiner
+from mal.redaction import redact_tree
 
 
 class NonFiniteLossError(RuntimeError):
@@ -84,12 +85,15 @@ class MALModule(L.LightningModule):
     """Student + EMA teacher trained with the MIL projection loss and the mean-field CRF loss.
 
     `config` is the spec as a plain dict (`ExperimentSpec.model_dump(mode="json")`), so checkpoints hold only
-    plain values and load with `torch.load(weights_only=True)`.
+    plain values and load with `torch.load(weights_only=True)`; the copy saved as hyperparameters has its
+    secrets hidden (`mal.redaction`), training uses the original.
     """
 
     def __init__(self, config: dict[str, Any], world_size: int = 1) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # hparams go to hparams.yaml, the TensorBoard/W&B loggers and every checkpoint: a data URL's password must
+        # not. Readers of a checkpoint's config use only model.* and dataset.crop_size, which hold no secret.
+        self.save_hyperparameters({"config": redact_tree(config), "world_size": world_size})
         self.config = config
         self.world_size = world_size
         self.mean_teacher = MeanTeacher(build_student(config))

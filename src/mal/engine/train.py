@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import re
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +16,54 @@ import torch
 from mal.data.coco import CocoBoxes
 from mal.engine.datamodule import MALDataModule, load_train_coco, load_val_coco
 from mal.engine.module import MALModule
+from mal.engine.run_lock import hold_run_lock
 from mal.engine.status import StatusFile
-from mal.engine.trainer import build_trainer, resolve_devices
+from mal.engine.trainer import StatusCallback, build_trainer, resolve_devices
 from mal.errors import CheckpointError, DataError, SpecError
 from mal.fileio import remove_stale_temp_files
 from mal.model.backbone import ARCHS
 from mal.spec.schema import ExperimentSpec
 
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 _EPOCH_FILE = re.compile(r"mal_model_epoch_(\d+)\.pth$")
+
+# Spec keys that shape the network's tensors or its optimizer groups: a checkpoint resumes only with the same ones.
+RESUME_KEYS = ("model.arch", "dataset.crop_size", "model.frozen_stages", "model.mask_head_num_convs",
+               "model.mask_head_hidden_channel", "model.mask_head_out_channel", "model.mask_scale_ratio")
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped `mal train`; the CLI exits 128 + the signal number with one line on how to resume.
+
+    A KeyboardInterrupt, so nothing that catches Exception on the way up swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+@contextmanager
+def _sigterm_stops_training() -> Iterator[None]:
+    """SIGTERM (kill, timeout, a scheduler) stops training the way Ctrl-C does: at once, with the same message.
+
+    Lightning's own SIGTERM handler only sets a flag, then raises a SystemExit with no code (exit 0) at the next
+    batch; inside Trainer.fit it calls this handler too.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        raise TrainingStopped(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (train.run called from a thread): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def check_model_spec(spec: ExperimentSpec) -> None:
@@ -55,6 +99,41 @@ def resolve_resume(spec: ExperimentSpec, out_dir: Path) -> Path | None:
     return path
 
 
+def _nested(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _trained_config(path: Path) -> dict[str, Any]:
+    """The spec a checkpoint was trained with (memory-mapped: the tensors are not read)."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        from mal.engine.checkpoint_io import load_checkpoint_file
+
+        data = load_checkpoint_file(path)  # says what is wrong with the file, as a CheckpointError
+    config = (data.get("hyper_parameters") or {}).get("config") if isinstance(data, dict) else None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {path} carries no training spec; resume only from a .pth of mal train.")
+    return config
+
+
+def check_resume_matches(spec: ExperimentSpec, checkpoint: Path) -> None:
+    """Refuse to resume into another network: Lightning would fail deep inside load_state_dict instead."""
+    trained = _trained_config(checkpoint)
+    wanted = spec.model_dump(mode="json")
+    for key in RESUME_KEYS:
+        before, now = _nested(trained, key), _nested(wanted, key)
+        if before is not None and before != now:
+            raise CheckpointError(
+                f"train.resume_training_checkpoint_path: {checkpoint} was trained with {key} = {before}, but the "
+                f"spec has {key} = {now}; set {key}={before} to resume it, or use another results_dir to start "
+                "a new run."
+            )
+
+
 def _validation_set(spec: ExperimentSpec) -> CocoBoxes | None:
     if not spec.dataset.load_mask:
         return None
@@ -76,10 +155,24 @@ def _trainable_boxes(spec: ExperimentSpec, coco: CocoBoxes) -> int:
 def run(spec: ExperimentSpec) -> int:
     check_model_spec(spec)
     out_dir = Path(spec.results_dir) / "train"
+    # Owned before anything is read from or written to out_dir: a second run there is refused, not interleaved.
+    with _sigterm_stops_training(), hold_run_lock(out_dir, "train"):
+        try:
+            return _train(spec, out_dir)
+        except OSError as exc:
+            if exc.filename or exc.errno not in _STORAGE_ERRNOS:
+                raise
+            # A full disk met by a library that names no file (a logger, a writer thread): name the folder.
+            raise OSError(exc.errno, exc.strerror or str(exc), str(out_dir)) from exc
+
+
+def _train(spec: ExperimentSpec, out_dir: Path) -> int:
     train_coco = load_train_coco(spec)
     trainable = _trainable_boxes(spec, train_coco)
     val_coco = _validation_set(spec)
     resume = resolve_resume(spec, out_dir)
+    if resume is not None:
+        check_resume_matches(spec, resume)
     if spec.train.num_threads:
         torch.set_num_threads(spec.train.num_threads)
     L.seed_everything(spec.train.seed, workers=True, verbose=False)
@@ -98,10 +191,25 @@ def run(spec: ExperimentSpec) -> int:
               f"{'validation on ' + str(len(val_coco)) + ' boxes' if val_coco else 'no validation (no GT masks)'}, "
               f"{spec.model.arch} @ {spec.dataset.crop_size}px, {world_size} process(es)"
               + (f", resuming from {resume}" if resume else ""), flush=True)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+    except SystemExit:
+        # Lightning reports Ctrl-C by sys.exit(1) (and SIGTERM by a SystemExit with no code) after its on_exception
+        # hooks ran: say which signal it was, so the CLI can exit 130/143 with the way to resume.
+        stopped = _stop_signal(trainer)
+        if stopped is None:
+            raise
+        raise TrainingStopped(stopped) from None
     if trainer.is_global_zero:
         _finish(trainer, status, out_dir)
     return 0
+
+
+def _stop_signal(trainer: L.Trainer) -> int | None:
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(callback, StatusCallback) and callback.stopped_by is not None:
+            return callback.stopped_by
+    return None
 
 
 def _load_pretrained(module: MALModule, path: str) -> None:

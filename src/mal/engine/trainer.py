@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,10 +13,12 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mal.engine.checkpoint_io import AtomicCheckpointIO
 from mal.engine.status import StatusFile
 from mal.errors import SpecError
+from mal.redaction import redact_text
 from mal.spec.schema import ExperimentSpec
 
 CHECKPOINT_PATTERN = "mal_model_epoch_{epoch:03d}"
@@ -63,6 +67,7 @@ class StatusCallback(Callback):
         self.status = status
         self.best = best
         self.validated = False
+        self.stopped_by: int | None = None  # SIGINT / SIGTERM when a signal stopped training
 
     def _kpi(self, trainer: L.Trainer) -> dict[str, float]:
         """This epoch's metrics; validation values only when validation ran in this epoch (never stale ones)."""
@@ -99,9 +104,70 @@ class StatusCallback(Callback):
                           message=f"epoch {trainer.current_epoch + 1} done", **extra)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if trainer.is_global_zero:
-            self.status.write("FAILURE", epoch=trainer.current_epoch, kpi=self._kpi(trainer),
-                              message=f"{type(exception).__name__}: {exception}".splitlines()[0])
+        if isinstance(exception, SIGTERMException):
+            self.stopped_by = signal.SIGTERM
+        elif isinstance(exception, KeyboardInterrupt):
+            self.stopped_by = getattr(exception, "signum", signal.SIGINT)
+        if not trainer.is_global_zero:
+            return
+        if self.stopped_by is not None:
+            how = "interrupted (Ctrl-C)" if self.stopped_by == signal.SIGINT else "stopped by SIGTERM"
+            message = f"{how}; resume with train.resume_training_checkpoint_path=auto"
+        else:
+            # An fsspec or HTTP error may quote the data URL it failed on, password included.
+            message = redact_text(f"{type(exception).__name__}: {exception}".splitlines()[0])
+        # On a full disk this event may not fit either; the exception itself still reaches the CLI, named there.
+        with contextlib.suppress(OSError):
+            self.status.write("FAILURE", epoch=trainer.current_epoch, kpi=self._kpi(trainer), message=message)
+
+
+class TensorBoardFiles(TensorBoardLogger):
+    """TensorBoard logging whose write errors name the event file: the writer thread's OSError names none, and
+    Lightning's log_metrics re-raises it as "you tried to log ... which is currently not supported"."""
+
+    def _named(self, exc: BaseException) -> BaseException:
+        cause = exc if isinstance(exc, OSError) else exc.__cause__
+        if not isinstance(cause, OSError) or cause.filename:
+            return exc
+        events = sorted(Path(self.log_dir).glob("events.out.tfevents.*"), key=lambda path: path.stat().st_mtime)
+        target = events[-1] if events else Path(self.log_dir)
+        return OSError(cause.errno, cause.strerror or str(cause), str(target))
+
+    @property
+    def experiment(self) -> Any:
+        try:
+            return super().experiment
+        except OSError as exc:  # the writer's first flush happens when it is made
+            raise self._named(exc) from None
+
+    def log_metrics(self, metrics: Any, step: int | None = None) -> None:
+        try:
+            super().log_metrics(metrics, step)
+        except (OSError, ValueError) as exc:
+            named = self._named(exc)
+            if named is exc:
+                raise
+            raise named from None
+
+    def log_hyperparams(self, params: Any, metrics: Any = None, step: int | None = None) -> None:
+        try:
+            super().log_hyperparams(params, metrics, step)
+        except OSError as exc:
+            raise self._named(exc) from None
+
+    def save(self) -> None:
+        try:
+            super().save()
+        except OSError as exc:
+            raise self._named(exc) from None
+
+    def finalize(self, status: str) -> None:
+        try:
+            super().finalize(status)
+        except OSError as exc:
+            if status == "success":
+                raise self._named(exc) from None
+            # A run that already failed: the first error is the one to report, not the log's flush after it.
 
 
 def resolve_devices(spec: ExperimentSpec) -> dict[str, Any]:
@@ -175,7 +241,7 @@ def build_trainer(spec: ExperimentSpec, out_dir: Path, status: StatusFile, *, ha
     if interactive:
         callbacks.append(RichProgressBar())
     callbacks.extend(extra_callbacks or [])
-    loggers: list[Any] = [TensorBoardLogger(str(out_dir), name="tensorboard", version="")]
+    loggers: list[Any] = [TensorBoardFiles(str(out_dir), name="tensorboard", version="")]
     if spec.wandb.enable:
         loggers.append(_wandb_logger(spec, out_dir))
     trainer = L.Trainer(

@@ -79,7 +79,13 @@ def _type_schema(annotation: Any) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": _JSON_TYPES[type(choices[0])], "enum": choices}
     elif origin is list:
         (item,) = typing.get_args(inner)
-        schema = {"type": "array", "items": {"type": _JSON_TYPES[item]}}
+        # list[Annotated[float, Field(ge=..., lt=...)]]: the bounds of every item go into "items".
+        item_type, *item_meta = typing.get_args(item) if typing.get_origin(item) is typing.Annotated else (item,)
+        items = {"type": _JSON_TYPES[item_type]}
+        for meta in item_meta:
+            if isinstance(meta, FieldInfo):
+                items.update(_bounds(meta))
+        schema = {"type": "array", "items": items}
     elif inner in _JSON_TYPES:
         schema = {"type": _JSON_TYPES[inner]}
     else:  # pragma: no cover - a new field type must be taught here

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from mal.errors import SpecError, yaml_problem
+from mal.errors import SpecError
+from mal.safe_yaml import YamlRefused, load_text
 from mal.spec.schema import ExperimentSpec
 
 MAX_SPEC_BYTES = 1_000_000
@@ -120,10 +121,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise SpecError(f"override {short_repr(text)} has no key before '='.")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        problem = f"cannot read value {short_repr(raw)} ({exc.__class__.__name__})"
-        raise SpecError(f"override {_shown_key(key)}: {problem}.") from None
+        value = load_text(raw) if raw.strip() else None
+    except YamlRefused as exc:
+        raise SpecError(f"override {_shown_key(key)}: value {short_repr(raw)} {exc}.") from None
     # YAML 1.1 reads 1e-5 (no dot) as a string; pydantic's lax mode turns it into the float users mean.
     return key, value
 
@@ -153,13 +153,9 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"spec file {spec_path} cannot be read as UTF-8 text ({exc.__class__.__name__}).") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.constructor.ConstructorError as exc:
-        raise SpecError(
-            f"spec file {spec_path}: unsupported YAML tag ({yaml_problem(exc)}); only plain values are allowed."
-        ) from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"spec file {spec_path} is not valid YAML ({yaml_problem(exc)}).") from None
+        data = load_text(text)
+    except YamlRefused as exc:
+        raise SpecError(f"spec file {spec_path} {exc}.") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -12,6 +12,8 @@ Extra metadata for the skill layout lives in `json_schema_extra` of a field:
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -26,7 +28,54 @@ def _must_be_odd(value: int) -> int:
 OddKernel = Annotated[int, AfterValidator(_must_be_odd)]
 """A CRF window size: odd, so the window has a centre pixel."""
 
+
+def _expand_home(value: str | None) -> str | None:
+    # `~/x` must mean the home folder, as it does for the data paths, not a folder named `~` in the working dir.
+    return os.path.expanduser(value) if value else value
+
 ARCHS = ("vit-tiny/16", "vit-small/16", "vit-mae-base/16", "vit-mae-large/16", "vit-mae-huge/14")
+ARCH_DEPTHS = {"vit-tiny/16": 12, "vit-small/16": 12, "vit-mae-base/16": 12, "vit-mae-large/16": 24,
+               "vit-mae-huge/14": 32}
+"""Transformer blocks of each backbone (mal.model.backbone.ARCHS, kept here so that loading a spec needs no torch)."""
+
+MAX_SEED = 2**32 - 1
+"""numpy's and Lightning's seeds are unsigned 32-bit numbers."""
+
+MAX_EPOCHS = 100000
+
+
+def _local_file(source: str) -> Path | None:
+    """The file a data path names on this machine (None for a URL: no local output can be that)."""
+    if source.startswith("file://"):
+        source = source[len("file://"):]
+    elif "://" in source:
+        return None
+    return Path(source).expanduser()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # also through symlinks and hard links
+    except OSError:  # one of them does not exist (yet): compare where they would be
+        return a.resolve() == b.resolve()
+
+
+def output_file_problem(out_path: Path, inputs: dict[str, str | None]) -> str | None:
+    """Why `out_path` cannot take an output file: a folder, inside a file, or one of the input files (key -> path),
+    whose content the output would replace. None when it can."""
+    if out_path.is_dir():
+        return f"is a folder; give a file path such as {out_path / 'labels.json'}"
+    for parent in out_path.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                return f"is inside {parent}, which is a file, not a folder; give another path"
+            break
+    for key, source in inputs.items():
+        local = _local_file(source) if source else None
+        if local is not None and _same_file(out_path, local):
+            return (f"is the input annotation file {key} = {source}; writing the labels there would replace its "
+                    "ground truth: set inference.label_dump_path to another file")
+    return None
 
 
 def automl(
@@ -54,9 +103,11 @@ def automl(
 
 
 class Section(BaseModel):
-    """Base of every spec section: unknown keys are errors, assignments are validated."""
+    """Base of every spec section: unknown keys are errors, assignments are validated, and no number is NaN or
+    infinite (none has a meaning here, and each would crash or poison training long after the spec was read)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True,
+                              allow_inf_nan=False)
 
 
 class DatasetConfig(Section):
@@ -83,6 +134,8 @@ class DatasetConfig(Section):
     cache_dir: str | None = None
     """Where archives and remote data are staged (default: $MAL_CACHE_DIR or ~/.cache/mal)."""
 
+    _home_cache = field_validator("cache_dir")(_expand_home)
+
     @model_validator(mode="after")
     def _max_above_min(self) -> DatasetConfig:
         if self.max_obj_size <= self.min_obj_size:
@@ -96,8 +149,10 @@ class DatasetConfig(Section):
 class ModelConfig(Section):
     arch: Literal[ARCHS] = "vit-mae-base/16"  # type: ignore[valid-type]
     """Backbone: a ViT from timm. vit-tiny/16 and vit-small/16 run on a laptop CPU."""
-    frozen_stages: list[int] = Field(default_factory=lambda: [-1])
-    """Backbone stages kept frozen: -1 none, 0 the patch embedding, k the embedding and the first k blocks."""
+    frozen_stages: list[Annotated[int, Field(ge=-1, le=max(ARCH_DEPTHS.values()))]] = Field(
+        default_factory=lambda: [-1])
+    """Backbone stages kept frozen: -1 none, 0 the patch embedding, k the embedding and the first k blocks (k at
+    most the depth of model.arch: 12 blocks, 24 for vit-mae-large/16, 32 for vit-mae-huge/14)."""
     mask_head_num_convs: int = Field(4, ge=1, le=8)
     """3x3 convolutions in the mask head."""
     mask_head_hidden_channel: int = Field(256, ge=8, le=1024)
@@ -113,23 +168,34 @@ class ModelConfig(Section):
     vit_dpr: float = Field(0.2, ge=0.0, lt=1.0, json_schema_extra=automl(0.0, 0.5))
     """Stochastic depth (drop-path) rate of the ViT."""
 
+    @model_validator(mode="after")
+    def _frozen_within_depth(self) -> ModelConfig:
+        depth = ARCH_DEPTHS[self.arch]
+        if self.frozen_stages and max(self.frozen_stages) > depth:
+            raise ValueError(
+                f"model.frozen_stages = {self.frozen_stages} goes beyond the {depth} blocks of model.arch = "
+                f"{self.arch}; use -1 (none) to {depth} (every block)"
+            )
+        return self
+
 
 class TrainConfig(Section):
-    seed: int = Field(1234, ge=0)
+    seed: int = Field(1234, ge=0, le=MAX_SEED)
     """Random seed for data order, augmentation and initialisation."""
-    num_epochs: int = Field(10, ge=1, le=100000)
+    num_epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
     """Training epochs."""
     checkpoint_interval: int = Field(1, ge=1)
     """Save a checkpoint every this many epochs (and always after the last)."""
     validation_interval: int = Field(1, ge=1)
     """Validate every this many epochs (and always after the last)."""
     resume_training_checkpoint_path: str | None = None
-    """Checkpoint to resume from, or `auto` for the latest in results_dir/train."""
+    """Checkpoint to resume from, or `auto` for the latest in results_dir/train. It must have been trained with the
+    same model.arch, model.frozen_stages, mask head keys and dataset.crop_size."""
     pretrained_model_path: str | None = None
     """Backbone weights: an MAE checkpoint ({"model": ...}), a timm state dict, or a .safetensors file."""
     num_gpus: int = Field(1, ge=1, le=1024)
     """GPUs per node (ignored on a machine without GPUs: training runs on the CPU)."""
-    gpu_ids: list[int] = Field(default_factory=lambda: [0])
+    gpu_ids: list[Annotated[int, Field(ge=0, le=1023)]] = Field(default_factory=lambda: [0], min_length=1)
     """Which GPUs to use on this node; its length wins over num_gpus when longer than one."""
     num_nodes: int = Field(1, ge=1, le=1024)
     """Nodes for multi-node DDP (WORLD_SIZE, NODE_RANK, MASTER_ADDR, MASTER_PORT from the environment)."""
@@ -145,8 +211,9 @@ class TrainConfig(Section):
     """Optimizer. AdamW as in the paper."""
     optim_momentum: float = Field(0.9, gt=0.0, lt=1.0)
     """TAO compatibility: AdamW's beta1 when optim_betas is not given."""
-    optim_betas: list[float] = Field(default_factory=lambda: [0.9, 0.9], min_length=2, max_length=2)
-    """AdamW betas."""
+    optim_betas: list[Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(
+        default_factory=lambda: [0.9, 0.9], min_length=2, max_length=2)
+    """AdamW betas (beta1, beta2), each in [0, 1)."""
     optim_eps: float = Field(1e-8, gt=0.0)
     """AdamW epsilon."""
     lr: float = Field(1e-6, gt=0.0, le=1.0, json_schema_extra=automl(1e-7, 1e-5, log=True))
@@ -159,8 +226,9 @@ class TrainConfig(Section):
     """Cosine schedule floor as a fraction of the scaled lr (0.2 as in TAO's dataclass)."""
     num_wave: float = Field(1.0, gt=0.0, le=16.0)
     """Number of cosine waves over training after the warm-up."""
-    warmup_epochs: float = Field(1.0, ge=0.0, json_schema_extra=automl(0.0, 3.0))
-    """Linear warm-up length in epochs (per iteration schedule)."""
+    warmup_epochs: float = Field(1.0, ge=0.0, le=MAX_EPOCHS, json_schema_extra=automl(0.0, 3.0))
+    """Linear warm-up length in epochs (per iteration schedule). It may exceed num_epochs (AutoML's short trials
+    do), in which case the lr never reaches its peak; its bound is the largest num_epochs."""
     margin_rate: list[float] = Field(default_factory=lambda: [0.0, 1.2], min_length=2, max_length=2)
     """Training box expansion: a margin ~ U(low, high) of the half-extent per axis (crop = 1.0-1.6x the box)."""
     test_margin_rate: list[float] = Field(default_factory=lambda: [0.6, 0.6], min_length=2, max_length=2)
@@ -189,6 +257,8 @@ class TrainConfig(Section):
     """The mean-field runs at the output resolution divided by this."""
     num_threads: int = Field(0, ge=0, le=1024)
     """CPU threads for torch (0: torch's default)."""
+
+    _home_weights = field_validator("resume_training_checkpoint_path", "pretrained_model_path")(_expand_home)
 
     @field_validator("margin_rate", "test_margin_rate")
     @classmethod
@@ -236,6 +306,8 @@ class TestTimeConfig(Section):
     crf_refine_zeta: float = Field(0.1, gt=0.0, le=10.0)
     """Colour bandwidth of the test-time refinement on ImageNet-normalised pixels (like train.crf_zeta)."""
 
+    _home_checkpoint = field_validator("checkpoint")(_expand_home)
+
 
 class EvaluateConfig(TestTimeConfig):
     """Scores masks against the ground truth of dataset.val_ann_path."""
@@ -247,13 +319,16 @@ class InferenceConfig(TestTimeConfig):
     img_dir: str | None = None
     """Images of ann_path (default: dataset.val_img_dir)."""
     label_dump_path: str | None = None
-    """Output COCO JSON, written exactly at this path (default: results_dir/inference/labels.json)."""
+    """Output COCO JSON, written exactly at this path (default: results_dir/inference/labels.json); never an input
+    annotation file of the spec, nor a folder."""
     load_mask: bool = False
     """Also read ground-truth masks of ann_path, to report per-instance IoU in the gallery."""
     gallery: bool = False
     """Write a review page (gallery/index.html) next to the labels."""
     backend: Literal["torch", "onnxruntime"] = "torch"
     """Run the network with PyTorch or with ONNX Runtime on an exported model (export.onnx_file)."""
+
+    _home_labels = field_validator("label_dump_path")(_expand_home)
 
 
 class ExportConfig(Section):
@@ -263,8 +338,17 @@ class ExportConfig(Section):
     """Output ONNX file (default: results_dir/export/mal_model.onnx)."""
     opset_version: int = Field(17, ge=13, le=23)
     """ONNX opset."""
-    batch_size: int = Field(-1, ge=-1)
-    """-1: dynamic batch dimension; otherwise a fixed batch size."""
+    batch_size: int = Field(-1, ge=-1, le=4096)
+    """-1: dynamic batch dimension; otherwise a fixed batch size (at least 1)."""
+
+    _home_export = field_validator("checkpoint", "onnx_file")(_expand_home)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _dynamic_or_positive(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be -1 (dynamic) or a batch size of at least 1, got 0")
+        return value
 
 
 class WandbConfig(Section):
@@ -285,7 +369,7 @@ class WandbConfig(Section):
 class PretrainConfig(Section):
     """`mal pretrain`: masked-autoencoder pretraining of the backbone on the dataset's own images."""
 
-    num_epochs: int = Field(10, ge=1, le=100000)
+    num_epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
     """Passes over the pretraining crops (every training box plus random_crops_per_image random crops per image)."""
     max_steps: int = Field(0, ge=0)
     """Stop after this many optimizer steps (0: run all num_epochs); keeps a time budget whatever the data size."""
@@ -295,7 +379,7 @@ class PretrainConfig(Section):
     """Peak AdamW learning rate (not scaled by the batch size)."""
     wd: float = Field(0.05, ge=0.0, le=1.0)
     """AdamW weight decay."""
-    warmup_epochs: float = Field(0.5, ge=0.0)
+    warmup_epochs: float = Field(0.5, ge=0.0, le=MAX_EPOCHS)
     """Linear warm-up length in epochs; then a cosine decay to zero."""
     crop_size: int | None = Field(None, ge=32, le=2048)
     """Side of the square crops; default dataset.crop_size (the grid train will use)."""
@@ -317,6 +401,8 @@ class PretrainConfig(Section):
     """Where the backbone weights go (default: results_dir/pretrain/mae_backbone.pth); give it to
     train.pretrained_model_path."""
 
+    _home_pretrain = field_validator("checkpoint_path")(_expand_home)
+
     @model_validator(mode="after")
     def _decoder_shape(self) -> PretrainConfig:
         if self.decoder_embed_dim % 4 or self.decoder_embed_dim % self.decoder_num_heads:
@@ -331,7 +417,7 @@ class ExperimentSpec(Section):
     """A whole `mal` spec: one file serves every action, as in TAO."""
 
     results_dir: str = "results"
-    """Every action writes under results_dir/<action>/."""
+    """Every action writes under results_dir/<action>/; a folder (made when missing), never an existing file."""
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -340,6 +426,35 @@ class ExperimentSpec(Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     wandb: WandbConfig = Field(default_factory=WandbConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+
+    @field_validator("results_dir")
+    @classmethod
+    def _results_dir_is_a_folder(cls, value: str) -> str:
+        value = os.path.expanduser(value)
+        if not value.strip():
+            raise ValueError("must name a folder, got an empty path")
+        # The nearest part that exists must be a folder, or every action fails at its first write.
+        path = Path(value)
+        for existing in (path, *path.parents):
+            if existing.exists() or existing.is_symlink():
+                if not existing.is_dir():
+                    what = "is" if existing == path else f"is inside {existing}, which is"
+                    raise ValueError(f"{what} an existing file, not a folder; give a folder path")
+                break
+        return value
+
+    @model_validator(mode="after")
+    def _labels_replace_no_input(self) -> ExperimentSpec:
+        if self.inference.label_dump_path:
+            problem = output_file_problem(Path(self.inference.label_dump_path), self.annotation_inputs())
+            if problem:
+                raise ValueError(f"inference.label_dump_path = {self.inference.label_dump_path} {problem}")
+        return self
+
+    def annotation_inputs(self) -> dict[str, str | None]:
+        """The annotation files the spec reads (key -> path): no output may be written over them."""
+        return {"inference.ann_path": self.inference.ann_path, "dataset.train_ann_path": self.dataset.train_ann_path,
+                "dataset.val_ann_path": self.dataset.val_ann_path}
 
 
 SECTION_DOCS = {

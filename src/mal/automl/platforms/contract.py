@@ -19,6 +19,9 @@ from typing import Any
 
 import yaml
 
+from mal.errors import SpecError
+from mal.safe_yaml import YamlRefused, load_file
+
 _EPOCH_CKPT = re.compile(r"^mal_model_epoch_(\d+)\.pth$")
 
 
@@ -71,7 +74,14 @@ def set_dotted(spec: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    """A spec or template file as a mapping (empty for an empty file); SpecError naming the file otherwise."""
+    try:
+        data = load_file(path) or {}
+    except YamlRefused as exc:
+        raise SpecError(f"{path} {exc}.") from None
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{path} must hold a mapping of spec sections, got {type(data).__name__}; rewrite it.")
+    return data
 
 
 def dump_yaml(spec: Mapping[str, Any]) -> str:

@@ -14,13 +14,13 @@ import yaml
 from torch import nn
 
 from mal import __version__
-from mal.automl.platforms.contract import read_status_events
 from mal.cli import main as mal_main
 from mal.engine.checkpoint_io import load_trained_model
 from mal.engine.export import export_onnx, run
 from mal.engine.module import MALModule, inference_net
 from mal.engine.onnx_backend import OnnxMaskNet
 from mal.errors import CheckpointError
+from mal.jobfiles import read_status_events
 from mal.spec import load_spec
 
 CROP = 32

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mal.automl.platforms.contract import get_dotted
 from mal.automl.settings import AutoMLSettings
+from mal.dotted import get_dotted
 from mal.redaction import redact_text
 
 # Spec keys naming inputs a training reads: they must be visible before the study starts.

@@ -16,8 +16,9 @@ from typing import Any
 
 from rich.table import Table
 
-from mal.automl.platforms.contract import deep_merge, dump_yaml, load_yaml, nest_dotted, set_dotted
+from mal.automl.platforms.contract import dump_yaml, load_yaml
 from mal.automl.workspace import RUN_FILE, Workspace
+from mal.dotted import deep_merge, nest_dotted, set_dotted
 from mal.fileio import atomic_write_text
 from mal.redaction import redact_text, redact_tree
 

@@ -41,17 +41,11 @@ from mal.automl.platforms.contract import (
     best_checkpoint,
     cap_batch_size,
     count_train_samples,
-    deep_merge,
     dump_yaml,
     epoch_metrics,
-    final_event,
-    get_dotted,
     latest_checkpoint,
     load_yaml,
-    nest_dotted,
     read_eval_metrics,
-    read_status_events,
-    set_dotted,
 )
 from mal.automl.platforms.local import DEFAULT_COMMAND, LocalPlatform
 from mal.automl.preflight import DATA_KEYS, format_duration, review_markdown, run_preflight
@@ -60,7 +54,9 @@ from mal.automl.space import SearchSpace
 from mal.automl.stopping import sigterm_as_interrupt
 from mal.automl.tracking import StudyTracker
 from mal.automl.workspace import RUN_FILE, Workspace, write_private_text
+from mal.dotted import deep_merge, get_dotted, nest_dotted, set_dotted
 from mal.errors import SpecError, UserError
+from mal.jobfiles import final_event, read_status_events
 from mal.redaction import MASK, redact_text, redact_tree
 
 NO_METRIC_LIMIT = 3

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mal.dotted import get_dotted, nest_dotted
 from mal.errors import SpecError
 from mal.safe_yaml import YamlRefused, load_file
 
@@ -242,7 +243,7 @@ class SearchSpace:
             if name in disabled or leaf.get("automl_enabled") is False:
                 enabled = [key for key, value in leaves.items() if value.get("automl_enabled") and key not in disabled]
                 raise SpecError(f"AutoML parameter {name} is disabled for search in {source}; choose among {enabled}.")
-            default = _lookup(template or {}, name, leaf.get("default"))
+            default = get_dotted(template or {}, name, leaf.get("default"))
             params.append(_param_from_leaf(name, leaf, default, custom.get(name), source))
         return cls(tuple(params))
 
@@ -445,14 +446,7 @@ class SearchSpace:
     @staticmethod
     def nest(config: Mapping[str, Any]) -> dict[str, Any]:
         """`{"train.lr": 1e-6}` -> `{"train": {"lr": 1e-6}}`."""
-        out: dict[str, Any] = {}
-        for dotted, value in config.items():
-            node = out
-            *parents, leaf = dotted.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-        return out
+        return nest_dotted(config)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -468,15 +462,6 @@ def _walk_leaves(properties: Mapping[str, Any], prefix: str) -> Iterable[tuple[s
             yield from _walk_leaves(node["properties"], f"{name}.")
         else:
             yield name, dict(node)
-
-
-def _lookup(tree: Mapping[str, Any], dotted: str, fallback: Any) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return fallback
-        node = node[part]
-    return node
 
 
 def _leaf_type(leaf: Mapping[str, Any]) -> str | None:

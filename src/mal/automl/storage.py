@@ -40,9 +40,10 @@ from optuna.trial import TrialState
 from mal import __version__
 from mal.automl.algorithms import make_algorithm
 from mal.automl.algorithms.hyperband import hyperband_brackets
-from mal.automl.platforms.contract import deep_merge, load_yaml, nest_dotted
+from mal.automl.platforms.contract import load_yaml
 from mal.automl.settings import AutoMLSettings, parse_settings
 from mal.automl.space import SearchSpace
+from mal.dotted import deep_merge, nest_dotted
 from mal.errors import SpecError, UserError
 from mal.redaction import redact_text, redact_url, split_userinfo, url_secrets
 

@@ -41,12 +41,8 @@ from mal.automl.platforms.base import Platform
 from mal.automl.platforms.contract import (
     cap_batch_size,
     count_train_samples,
-    deep_merge,
     dump_yaml,
     epoch_metrics,
-    final_event,
-    read_status_events,
-    set_dotted,
 )
 from mal.automl.platforms.local import DEFAULT_COMMAND, LocalPlatform
 from mal.automl.settings import AutoMLSettings, parse_settings
@@ -62,7 +58,9 @@ from mal.automl.storage import (
     redact,
 )
 from mal.automl.workspace import write_private_text
+from mal.dotted import deep_merge, set_dotted
 from mal.errors import UserError
+from mal.jobfiles import final_event, read_status_events
 from mal.redaction import redact_text, url_secrets
 
 PLATFORMS = ("local", "slurm")

@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from mal import jobfiles
 from mal.errors import CheckpointError
 from mal.spec.schema import ExperimentSpec
 
@@ -35,11 +36,10 @@ def resolve_checkpoint(spec: ExperimentSpec, explicit: str | None, key: str) -> 
         if not path.is_file():
             raise CheckpointError(f"{key} = {explicit} does not exist; point it to a .pth written by mal train.")
         return path
-    train_dir = Path(spec.results_dir) / "train"
-    for name in ("mal_model_best.pth", "mal_model_latest.pth"):
-        candidate = train_dir / name
-        if candidate.exists():
-            return candidate.resolve()
+    train_dir = jobfiles.action_dir(spec.results_dir, jobfiles.TRAIN_DIR)
+    candidate = jobfiles.best_checkpoint(train_dir) or jobfiles.latest_checkpoint(train_dir)
+    if candidate is not None:
+        return candidate.resolve()
     raise CheckpointError(
         f"no checkpoint found in {train_dir}; run mal train first or set {key}=PATH/TO/mal_model_epoch_NNN.pth."
     )

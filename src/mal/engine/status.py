@@ -2,7 +2,7 @@
 
 Each event: {"status": STARTED|RUNNING|SUCCESS|FAILURE, "epoch", "max_epoch", "kpi", "message", "time", ...}.
 Lines are appended with a flush and fsync each, so a reader never sees a half line unless the writer died
-mid-write; the reader (`mal.automl.platforms.contract.read_status_events`, the job contract's side) skips such a
+mid-write; the reader (`mal.jobfiles.read_status_events`, shared with AutoML) skips such a
 last line.
 
 A full disk must not cost the job its last word: a failed append is cut back off (no half line, no empty file
@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mal.jobfiles import STATUSES
 from mal.redaction import redact_text
 
-STATUSES = ("STARTED", "RUNNING", "SUCCESS", "FAILURE")
 RESERVE_BYTES = 64 * 1024  # a few hundred events
 
 _FALLOC_FL_KEEP_SIZE = 0x01

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import re
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from mal import jobfiles
 from mal.data.coco import CocoBoxes
 from mal.engine.datamodule import MALDataModule, load_train_coco, load_val_coco
 from mal.engine.module import MALModule
@@ -21,11 +21,11 @@ from mal.engine.status import StatusFile
 from mal.engine.trainer import StatusCallback, build_trainer, resolve_devices
 from mal.errors import CheckpointError, DataError, SpecError
 from mal.fileio import remove_stale_temp_files
+from mal.jobfiles import latest_checkpoint
 from mal.model.backbone import ARCHS
 from mal.spec.schema import ExperimentSpec
 
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
-_EPOCH_FILE = re.compile(r"mal_model_epoch_(\d+)\.pth$")
 
 # Spec keys that shape the network's tensors or its optimizer groups: a checkpoint resumes only with the same ones.
 RESUME_KEYS = ("model.arch", "dataset.crop_size", "model.frozen_stages", "model.mask_head_num_convs",
@@ -73,16 +73,6 @@ def check_model_spec(spec: ExperimentSpec) -> None:
             f"dataset.crop_size = {spec.dataset.crop_size} is not a multiple of {patch}, the patch size of "
             f"model.arch = {spec.model.arch}; use e.g. {max(patch, spec.dataset.crop_size // patch * patch)}."
         )
-
-
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    """The newest complete epoch checkpoint in a train folder (the link first, then the highest epoch)."""
-    link = out_dir / "mal_model_latest.pth"
-    if link.exists():
-        return link.resolve()
-    epochs = sorted((int(m.group(1)), p) for p in out_dir.glob("mal_model_epoch_*.pth")
-                    if (m := _EPOCH_FILE.search(p.name)))
-    return epochs[-1][1] if epochs else None
 
 
 def resolve_resume(spec: ExperimentSpec, out_dir: Path) -> Path | None:
@@ -225,7 +215,7 @@ def _finish(trainer: L.Trainer, status: StatusFile, out_dir: Path) -> None:
     kpi = {key: float(value) for key, value in trainer.callback_metrics.items()
            if key.startswith(("val/", "train/")) and not key.endswith("_step")}
     extra: dict[str, Any] = {"latest_checkpoint": str(latest_checkpoint(out_dir) or "")}
-    best = out_dir / "mal_model_best.pth"
+    best = out_dir / jobfiles.BEST_CHECKPOINT
     if best.exists():
         extra["best_checkpoint"] = str(best)
         extra["best_metric"] = _best_score(trainer)

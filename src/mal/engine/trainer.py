@@ -15,20 +15,21 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressB
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from mal import jobfiles
 from mal.engine.checkpoint_io import AtomicCheckpointIO
 from mal.engine.status import StatusFile
 from mal.errors import SpecError
 from mal.redaction import redact_text
 from mal.spec.schema import ExperimentSpec
 
-CHECKPOINT_PATTERN = "mal_model_epoch_{epoch:03d}"
+CHECKPOINT_PATTERN = jobfiles.EPOCH_CHECKPOINT.removesuffix(".pth")
 MONITOR = "val/mIoU"
 
 
 class EpochCheckpoint(ModelCheckpoint):
     """`mal_model_epoch_NNN.pth` every checkpoint_interval epochs and a `mal_model_latest.pth` link."""
 
-    CHECKPOINT_NAME_LAST = "mal_model_latest"
+    CHECKPOINT_NAME_LAST = jobfiles.LATEST_CHECKPOINT.removesuffix(".pth")
     FILE_EXTENSION = ".pth"
 
     def __init__(self, dirpath: Path, every_n_epochs: int) -> None:
@@ -43,8 +44,8 @@ class BestCheckpoint(ModelCheckpoint):
     FILE_EXTENSION = ".pth"
 
     def __init__(self, dirpath: Path) -> None:
-        super().__init__(dirpath=dirpath, filename="mal_model_best", monitor=MONITOR, mode="max", save_top_k=1,
-                         auto_insert_metric_name=False, enable_version_counter=False)
+        super().__init__(dirpath=dirpath, filename=jobfiles.BEST_CHECKPOINT.removesuffix(".pth"), monitor=MONITOR,
+                         mode="max", save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
 
 
 class LastEpochAlwaysCounts(Callback):

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from mal.dotted import set_dotted
 from mal.errors import SpecError
 from mal.safe_yaml import YamlRefused, load_text
 from mal.spec.schema import ExperimentSpec
@@ -132,14 +133,7 @@ def apply_override(data: dict[str, Any], key: str, value: Any, source: str = "co
     leaves = set(all_keys())
     if key not in leaves:
         raise _unknown_key_error(source, key)
-    parts = key.split(".")
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        node = child
-    node[parts[-1]] = value
+    set_dotted(data, key, value)
 
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -9,68 +9,21 @@ Plain JSON and YAML only: AutoML never imports the engine.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mal import jobfiles
+from mal.dotted import get_dotted, set_dotted
 from mal.errors import SpecError
+from mal.jobfiles import read_status_events
 from mal.safe_yaml import YamlRefused, load_file
 
-_EPOCH_CKPT = re.compile(r"^mal_model_epoch_(\d+)\.pth$")
-
-
 # -- specs -------------------------------------------------------------------------------------------------------
-
-
-def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """`update` laid over `base`; nested mappings merge, anything else replaces."""
-    merged = copy.deepcopy(dict(base))
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def nest_dotted(flat_or_nested: Mapping[str, Any]) -> dict[str, Any]:
-    """Spec overrides may use dotted keys (`train.lr: 1e-6`), nested sections, or both."""
-    nested: dict[str, Any] = {}
-    for key, value in flat_or_nested.items():
-        if isinstance(value, Mapping):
-            value = nest_dotted(value)
-        parts = str(key).split(".")
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
-            node[parts[-1]] = deep_merge(node[parts[-1]], value)
-        else:
-            node[parts[-1]] = value
-    return nested
-
-
-def get_dotted(spec: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
-    node: Any = spec
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
-def set_dotted(spec: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = spec
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -142,28 +95,7 @@ def count_train_samples(spec: Mapping[str, Any]) -> int | None:
     return count
 
 
-# -- status.json ---------------------------------------------------------------------------------------------------
-
-
-def status_path(results_dir: str | Path, action: str = "train") -> Path:
-    return Path(results_dir) / action / "status.json"
-
-
-def read_status_events(results_dir: str | Path, action: str = "train") -> list[dict[str, Any]]:
-    """Complete events of the job's status.json; a torn last line (writer killed mid-line) is skipped."""
-    try:
-        text = status_path(results_dir, action).read_text(encoding="utf-8")
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    events = []
-    for line in text.splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(event, dict) and "status" in event:
-            events.append(event)
-    return events
+# -- status.json and checkpoints: the rules live in mal.jobfiles, shared with the engine that writes the files ----
 
 
 def _finite(value: Any) -> float | None:
@@ -183,54 +115,20 @@ def epoch_metrics(events: list[dict[str, Any]], metric: str) -> dict[int, float]
     return values
 
 
-def final_event(events: list[dict[str, Any]]) -> dict[str, Any] | None:
-    for event in reversed(events):
-        if event.get("status") in ("SUCCESS", "FAILURE"):
-            return event
-    return None
-
-
 def last_epoch(events: list[dict[str, Any]]) -> int:
     return max((int(e["epoch"]) for e in events if isinstance(e.get("epoch"), int)), default=0)
 
 
-# -- checkpoints -----------------------------------------------------------------------------------------------------
-
-
-def epoch_checkpoints(results_dir: str | Path) -> dict[int, Path]:
-    train_dir = Path(results_dir) / "train"
-    found = {}
-    if train_dir.is_dir():
-        for path in train_dir.iterdir():
-            match = _EPOCH_CKPT.match(path.name)
-            if match:
-                found[int(match.group(1))] = path
-    return found
-
-
 def latest_checkpoint(results_dir: str | Path) -> Path | None:
-    """The newest epoch checkpoint (what a promoted trial continues from)."""
-    found = epoch_checkpoints(results_dir)
-    if found:
-        return found[max(found)]
-    link = Path(results_dir) / "train" / "mal_model_latest.pth"
-    return link.resolve() if link.exists() else None
+    """The newest epoch checkpoint of a trial (what a promoted trial continues from)."""
+    return jobfiles.latest_checkpoint(jobfiles.action_dir(results_dir, jobfiles.TRAIN_DIR))
 
 
 def best_checkpoint(results_dir: str | Path, events: list[dict[str, Any]] | None = None) -> Path | None:
-    """`mal_model_best.pth`, else the `best_checkpoint` the job last reported, else None (never "latest")."""
-    best = Path(results_dir) / "train" / "mal_model_best.pth"
-    if best.exists():
-        return best
-    for event in reversed(events if events is not None else read_status_events(results_dir)):
-        reported = event.get("best_checkpoint")
-        if reported:
-            path = Path(reported)
-            if not path.is_absolute():
-                path = Path(results_dir) / "train" / path
-            if path.exists():
-                return path
-    return None
+    """The trial's best checkpoint (never its latest): see `mal.jobfiles.best_checkpoint`."""
+    if events is None:
+        events = read_status_events(results_dir)
+    return jobfiles.best_checkpoint(jobfiles.action_dir(results_dir, jobfiles.TRAIN_DIR), events)
 
 
 def read_eval_metrics(results_dir: str | Path) -> dict[str, Any] | None:

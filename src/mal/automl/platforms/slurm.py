@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from mal.automl.platforms.base import JobRecord, JobStatus, Platform, command_template
-from mal.automl.platforms.contract import get_dotted, load_yaml
+from mal.automl.platforms.contract import load_yaml
 from mal.automl.platforms.local import DEFAULT_COMMAND, EXIT_FILE, STDERR_LOG, STDOUT_LOG, tail_text
+from mal.dotted import get_dotted
 from mal.errors import UserError
 
 SLURM_ID_FILE = "slurm_job_id"

@@ -8,7 +8,7 @@ scaled down and asserts no handle leak and bounded memory growth.
 
 - labeling: the real pipeline (checkpoint -> label loader -> network -> paste + RLE), batch by batch in this
   process, sampling RSS (/proc/self/status VmRSS) and open handles (/proc/self/fd) after every batch.
-- study: `mal automl run` with the dummy job (tests/automl/jobs), sampling the runner process from outside.
+- study: `mal automl run` with the dummy job (tests/support/dummy_job.py), sampling the runner process from outside.
 - kills: `mal train` SIGKILLed at random moments, then `train.resume_training_checkpoint_path=auto`.
 """
 
@@ -31,10 +31,11 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "tests" / "automl" / "jobs"), str(REPO / "tests" / "reliability")]
+# The test helpers (tests/support), shared on purpose: a standalone script has no pytest pythonpath.
+sys.path[:0] = [str(REPO / "tests")]
 
-from reliability_kit import mal_env, run_mal, write_spec  # noqa: E402  (test helpers, shared on purpose)
-from study_kit import automl_run_command, launches, write_dummy_study  # noqa: E402
+from support.reliability import mal_env, run_mal, write_spec  # noqa: E402
+from support.study import automl_run_command, launches, write_dummy_study  # noqa: E402
 
 
 def rss_mib(pid: int | str = "self") -> float:

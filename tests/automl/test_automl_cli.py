@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent / "jobs"))
-from study_kit import dummy_command, spec_overrides
-
 from mal.automl.cli import main
 from mal.cli import main as mal_main
+from support.study import dummy_command, spec_overrides
 
 
 def test_unknown_study_key_exits_2_with_a_suggestion(tmp_path, capsys):
@@ -125,7 +122,7 @@ def _on_a_terminal(args: list[str], answer: str, timeout: float = 90) -> tuple[i
 
 @pytest.mark.slow
 def test_the_launch_review_asks_on_a_terminal_and_a_declined_study_resumes_to_the_same_question(tmp_path):
-    from study_kit import write_dummy_study
+    from support.study import write_dummy_study
 
     study = write_dummy_study(tmp_path, tmp_path / "ws", automl_max_recommendations=2, automl_max_epochs=2)
     code, text = _on_a_terminal(["run", "-e", str(study), "--no-live", "--poll-interval", "0.05"], "n")
@@ -143,7 +140,7 @@ def test_the_launch_review_asks_on_a_terminal_and_a_declined_study_resumes_to_th
 
 
 def test_without_a_terminal_the_launch_needs_yes(tmp_path, capsys, monkeypatch):
-    from study_kit import write_dummy_study
+    from support.study import write_dummy_study
 
     study = write_dummy_study(tmp_path, tmp_path / "ws", automl_max_recommendations=1)
     with open(os.devnull) as no_terminal:
@@ -156,7 +153,7 @@ def test_without_a_terminal_the_launch_needs_yes(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("command", [["python", "train.py"], "python train.py {spec}"])
 def test_a_trial_command_without_the_spec_placeholder_exits_2_with_an_example(tmp_path, capsys, command):
-    from study_kit import write_dummy_study
+    from support.study import write_dummy_study
 
     study = write_dummy_study(tmp_path, tmp_path / "ws")
     data = yaml.safe_load(study.read_text()) | {"command": command}

@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent / "jobs"))
-from study_kit import dummy_command
-
 from mal.automl.platforms.local import LocalPlatform, detect_gpus, process_start_ticks
+from support.study import dummy_command
 
 
 def _spec(tmp_path: Path, name: str, **train) -> tuple[Path, Path]:

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent / "jobs"))
-from study_kit import launches, spec_overrides
-from study_kit import quiet_runner as runner
 
 from mal.automl import StudyStoppedError
 from mal.automl.algorithms import ALGORITHMS, RandomSearch
 from mal.automl.report import study_result
 from mal.errors import SpecError
+from support.study import launches, spec_overrides
+from support.study import quiet_runner as runner
 
 FAST = {"automl_max_epochs": 2, "automl_max_concurrent": 2}
 SECRET_KEY, SECRET_ENV = "sk-never-written-123", "tok-never-written-456"

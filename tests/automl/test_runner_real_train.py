@@ -7,16 +7,12 @@ checkpoint resume is exercised through the contract; the final evaluation runs t
 from __future__ import annotations
 
 import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent / "jobs"))
-from study_kit import quiet_runner
-
 from mal.automl import LocalPlatform
+from support.study import quiet_runner
 
 pytestmark = [
     pytest.mark.slow,

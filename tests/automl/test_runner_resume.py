@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent / "jobs"))
-from study_kit import dummy_command, launches, make_skill_dir, spec_overrides
+from support.study import dummy_command, launches, make_skill_dir, spec_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -181,10 +180,9 @@ def test_sigterm_stops_the_trainings_of_a_runner_called_from_python(tmp_path):
     were stopped, and the handler the caller had is put back."""
     import threading
 
-    from study_kit import quiet_runner
-
     from mal.automl.platforms.local import process_start_ticks
     from mal.automl.stopping import TerminatedError
+    from support.study import quiet_runner
 
     ws = tmp_path / "ws"
     jobs: list[tuple[int, int]] = []

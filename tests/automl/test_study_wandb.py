@@ -4,13 +4,11 @@ summary table, holding metrics and searched values only (no settings, keys or en
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "jobs"))
-from study_kit import quiet_runner, spec_overrides
+from support.study import quiet_runner, spec_overrides
 
 pytest.importorskip("wandb")
 

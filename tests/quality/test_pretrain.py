@@ -18,32 +18,20 @@ from mal.engine.pretrain import _random_crops, epoch_plan, run
 from mal.model.backbone import build_backbone
 from mal.spec.load import load_spec
 from mal.weights import load_pretrained_backbone
+from support.specs import write_tiny_spec
 
-SPEC = """\
-dataset:
-  train_ann_path: {ann}
-  train_img_dir: {images}
-  crop_size: 32
-  min_obj_size: 64
-  num_workers_per_gpu: 0
-model:
-  arch: vit-tiny/16
-  mask_head_hidden_channel: 16
-  mask_head_out_channel: 16
-  vit_dpr: 0.0
-train:
-  num_epochs: 1
-  batch_size: 16
-  crf_num_iter: 2
-  num_threads: 2
-pretrain:
-  num_epochs: 2
-  batch_size: 16
-  random_crops_per_image: 2
-  decoder_embed_dim: 32
-  decoder_depth: 1
-  decoder_num_heads: 2
-"""
+PRETRAIN_SPEC = {
+    "train.num_epochs": 1,
+    "train.batch_size": 16,
+    "train.crf_num_iter": 2,
+    "train.num_threads": 2,
+    "pretrain.num_epochs": 2,
+    "pretrain.batch_size": 16,
+    "pretrain.random_crops_per_image": 2,
+    "pretrain.decoder_embed_dim": 32,
+    "pretrain.decoder_depth": 1,
+    "pretrain.decoder_num_heads": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +39,7 @@ def spec_file(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     make_synthetic_coco(root, num_images=6, image_size=(96, 96), seed=3)
     path = root / "spec.yaml"
-    path.write_text(SPEC.format(ann=root / "annotations.json", images=root / "images"))
-    return path
+    return write_tiny_spec(path, root / "annotations.json", root / "images", overrides=PRETRAIN_SPEC)
 
 
 @pytest.fixture(scope="module")

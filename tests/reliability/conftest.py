@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mal.data.synthetic import make_synthetic_coco
-
-sys.path.insert(0, str(Path(__file__).parent))
-from reliability_kit import run_mal, write_spec
+from support.reliability import run_mal, write_spec
 
 
 @pytest.fixture(scope="session")

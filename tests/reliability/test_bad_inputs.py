@@ -10,7 +10,6 @@ import io
 import json
 import shutil
 import struct
-import sys
 import tarfile
 import zipfile
 import zlib
@@ -22,10 +21,8 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from reliability_kit import Bench, assert_user_error, leftovers, mal_env, run_mal, status_events, write_spec
-
 from support.archives import Member, build_tar, build_zip
+from support.reliability import Bench, assert_user_error, leftovers, mal_env, run_mal, status_events, write_spec
 
 pytestmark = pytest.mark.slow
 

@@ -9,17 +9,14 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "automl" / "jobs"))
-from reliability_kit import mal_env, popen_mal, run_mal, status_events, write_spec
-from study_kit import automl_run_command, launches, write_dummy_study
+from support.reliability import mal_env, popen_mal, run_mal, status_events, write_spec
+from support.study import automl_run_command, launches, write_dummy_study
 
 pytestmark = pytest.mark.slow
 

@@ -22,10 +22,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from pycocotools import mask as mask_utils
-from reliability_kit import Bench, assert_user_error, leftovers, mal_env, run_mal
 
 from mal.data.geometry import compressed_rle_counts, segmentation_problem
 from mal.masks import decode_rle, encode_masks
+from support.reliability import Bench, assert_user_error, leftovers, mal_env, run_mal
 
 TIMEOUT = 60  # every case answers in seconds; a hang (the over-long RLE spun forever) must fail, not block CI
 SIZE = 160  # the synthetic images are 160 x 160; annotation 1 lies on image 1

@@ -15,7 +15,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from reliability_kit import Bench, assert_user_error, leftovers, mal_env, popen_mal, run_mal, status_events, write_spec
+
+from support.reliability import (
+    Bench,
+    assert_user_error,
+    leftovers,
+    mal_env,
+    popen_mal,
+    run_mal,
+    status_events,
+    write_spec,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from reliability_kit import assert_user_error, mal_env, run_mal, write_spec
 
 from mal.automl.platforms.contract import load_yaml
 from mal.automl.settings import parse_settings
@@ -28,6 +27,7 @@ from mal.env import EnvError, env_folder, env_int, env_number
 from mal.errors import SpecError
 from mal.safe_yaml import MAX_DEPTH, MAX_NODES, YamlRefused, load_file, load_text
 from mal.spec.export import write_skill_dir
+from support.reliability import assert_user_error, mal_env, run_mal, write_spec
 
 REPO = Path(__file__).resolve().parents[2]
 DEEP = 100_000

@@ -3,12 +3,7 @@ unbounded memory growth or lost trials (the full-size figures are in docs/RELIAB
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
 from soak import label_soak, make_box_dataset, study_soak
 
 pytestmark = pytest.mark.slow

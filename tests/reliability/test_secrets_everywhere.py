@@ -18,12 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from reliability_kit import mal_env, run_mal, write_spec
 
+from mal.dotted import set_dotted
 from mal.redaction import MASK, redact_text, redact_tree, redact_url, url_secrets
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "automl" / "jobs"))  # the dummy job, as test_security.py does
-from study_kit import automl_run_command, write_dummy_study
+from support.reliability import mal_env, run_mal, write_spec
+from support.study import automl_run_command, write_dummy_study
 
 # -- the function itself ------------------------------------------------------------------------------------------
 
@@ -195,11 +194,6 @@ def leaks(files: list[Path], outputs: list[str], secrets: list[str]) -> list[str
     return found
 
 
-def set_dotted(spec: dict, dotted: str, value: str) -> None:
-    section, key = dotted.split(".")
-    spec.setdefault(section, {})[key] = value
-
-
 @pytest.mark.slow
 def test_a_training_writes_no_data_url_secret_to_hparams_events_checkpoints_or_output(synthetic, tmp_path):
     """hparams.yaml, the TensorBoard events, every .pth and status.json of a real `mal train` (1 epoch)."""
@@ -298,9 +292,8 @@ def test_a_storage_that_cannot_be_opened_says_so_without_its_password(tmp_path, 
 def test_a_resumed_study_gives_its_trainings_the_data_url_that_run_json_hides(tmp_path):
     """run.json holds the overrides with *** for the password; a resume still trains on the whole URL (from the
     owner-only base_spec.yaml), and a caller that passes a hidden setting again gives its secret back."""
-    from study_kit import quiet_runner, spec_overrides
-
     from mal.errors import UserError
+    from support.study import quiet_runner, spec_overrides
 
     url = data_urls()["inference.img_dir"]
     endpoint = f"https://bot:{SECRETS['LLM endpoint credentials']}@llm.example.com/v1"

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "automl" / "jobs"))
-from reliability_kit import mal_env
-from study_kit import automl_run_command, write_dummy_study
+from support.reliability import mal_env
+from support.study import automl_run_command, write_dummy_study
 
 ROOT = Path(__file__).parents[2]
 SCANNED = [ROOT / "src" / "mal", ROOT / "benchmarks"]

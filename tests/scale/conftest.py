@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "automl" / "jobs"))
-
-from services import ServiceUnavailable, start_postgres, start_slurm
+from support.services import ServiceUnavailable, start_postgres, start_slurm
 
 
 @pytest.fixture(scope="module")

@@ -20,29 +20,18 @@ pytest.importorskip("lightning")
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
     pytest.skip("this torch build has no gloo backend", allow_module_level=True)
 
-from services import free_port  # noqa: E402
-
 from mal.data.synthetic import make_synthetic_coco  # noqa: E402
+from support.services import free_port  # noqa: E402
+from support.specs import write_tiny_spec  # noqa: E402
 
-TINY_SPEC = """\
-dataset:
-  train_ann_path: {ann}
-  train_img_dir: {images}
-  crop_size: 64
-  min_obj_size: 256
-  num_workers_per_gpu: 0
-model:
-  arch: vit-tiny/16
-  mask_head_hidden_channel: 64
-  mask_head_out_channel: 64
-  vit_dpr: 0.0
-train:
-  num_epochs: 1
-  batch_size: 16
-  validation_interval: 1
-  checkpoint_interval: 1
-  num_threads: 1
-"""
+DDP_SPEC = {
+    "dataset.crop_size": 64,
+    "dataset.min_obj_size": 256,
+    "model.mask_head_hidden_channel": 64,
+    "model.mask_head_out_channel": 64,
+    "train.num_epochs": 1,
+    "train.batch_size": 16,
+}
 OVERRIDES = ["train.num_epochs=1", "train.num_gpus=2", "train.validation_interval=1", "train.num_threads=1"]
 
 
@@ -51,8 +40,7 @@ def spec(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     make_synthetic_coco(root / "data", num_images=24, seed=0)
     path = root / "spec.yaml"
-    path.write_text(TINY_SPEC.format(ann=root / "data" / "annotations.json", images=root / "data" / "images"))
-    return path
+    return write_tiny_spec(path, root / "data" / "annotations.json", root / "data" / "images", overrides=DDP_SPEC)
 
 
 def _base_env() -> dict[str, str]:

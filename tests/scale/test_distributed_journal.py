@@ -20,13 +20,13 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 from rich.console import Console
-from study_kit import automl_run_command, dummy_command, launches, make_skill_dir, spec_overrides, write_dummy_study
 
 from mal.automl.orphans import stop_orphaned_job
 from mal.automl.platforms.local import process_start_ticks
 from mal.automl.storage import HEARTBEAT_ATTR, create_distributed_study, load_distributed_study, open_storage
 from mal.automl.worker import StudyWorker, fail_stale_trials
 from mal.errors import SpecError, UserError
+from support.study import automl_run_command, dummy_command, launches, make_skill_dir, spec_overrides, write_dummy_study
 
 QUIET = Console(file=io.StringIO())
 

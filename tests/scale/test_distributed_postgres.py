@@ -11,9 +11,9 @@ import time
 from collections import Counter
 
 from optuna.trial import TrialState
-from study_kit import dummy_command, launches, make_skill_dir, spec_overrides
 
 from mal.automl.storage import create_distributed_study, load_distributed_study
+from support.study import dummy_command, launches, make_skill_dir, spec_overrides
 
 PLANNED = 9
 

@@ -10,7 +10,6 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 from rich.console import Console
-from study_kit import dummy_command, make_skill_dir, spec_overrides
 
 from mal.automl.algorithms import BOHB
 from mal.automl.bohb_sampler import SharedBOHBSampler, observation_at_budgets
@@ -18,6 +17,7 @@ from mal.automl.settings import parse_settings
 from mal.automl.space import SearchSpace
 from mal.automl.storage import UNIT_PREFIX, create_distributed_study, load_distributed_study, rung_budgets
 from mal.automl.worker import StudyWorker
+from support.study import dummy_command, make_skill_dir, spec_overrides
 
 SPACE = SearchSpace.from_schema(
     {

@@ -17,13 +17,13 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 from rich.console import Console
-from study_kit import dummy_command, make_skill_dir, quiet_runner, spec_overrides
 
 from mal.automl.orphans import stop_orphaned_job
 from mal.automl.platforms.slurm import SlurmPlatform, parse_exit_code
 from mal.automl.storage import create_distributed_study, load_distributed_study
 from mal.automl.worker import StudyWorker, fail_stale_trials
 from mal.errors import UserError
+from support.study import dummy_command, make_skill_dir, quiet_runner, spec_overrides
 
 GOOD = {"train.lr": 3e-6, "train.wd": 1e-3}  # the dummy job's optimum
 BAD = {"train.lr": 1e-7, "train.wd": 1e-3}
@@ -219,7 +219,7 @@ def test_a_job_slurm_ended_before_it_recorded_an_exit_code_fails_its_trial_with_
 
 def test_mal_automl_run_with_platform_slurm_runs_every_trial_as_a_slurm_job(slurm, tmp_path):
     """The study file alone (platform: slurm, slurm: {...}) sends the local runner's trials to Slurm."""
-    from study_kit import automl_run_command, write_dummy_study
+    from support.study import automl_run_command, write_dummy_study
 
     study_file = write_dummy_study(tmp_path, tmp_path / "ws", automl_max_recommendations=2, automl_max_epochs=2)
     study = yaml.safe_load(study_file.read_text())
@@ -242,7 +242,7 @@ def test_mal_automl_run_with_platform_slurm_runs_every_trial_as_a_slurm_job(slur
 
 
 def test_an_unknown_platform_is_refused_before_anything_runs(tmp_path):
-    from study_kit import automl_run_command, write_dummy_study
+    from support.study import automl_run_command, write_dummy_study
 
     study_file = write_dummy_study(tmp_path, tmp_path / "ws")
     study_file.write_text(yaml.safe_dump(yaml.safe_load(study_file.read_text()) | {"platform": "kubernetes"}))

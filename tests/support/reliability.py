@@ -10,31 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-# Smaller than tests/engine's spec (crop 32, 2 epochs): the suite needs a checkpoint, not a good one.
-TINY_SPEC = """\
-results_dir: {results}
-dataset:
-  train_ann_path: {ann}
-  train_img_dir: {images}
-  crop_size: 32
-  min_obj_size: 64
-  num_workers_per_gpu: 0
-model:
-  arch: vit-tiny/16
-  mask_head_hidden_channel: 16
-  mask_head_out_channel: 16
-  vit_dpr: 0.0
-train:
-  num_epochs: {epochs}
-  batch_size: 8
-  validation_interval: 1
-  checkpoint_interval: 1
-  num_threads: 1
-evaluate:
-  batch_size: 64
-inference:
-  batch_size: 64
-"""
+from support.specs import write_tiny_spec
 
 
 def mal_env(**extra: str) -> dict[str, str]:
@@ -68,8 +44,7 @@ def popen_mal(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen
 
 
 def write_spec(path: Path, ann: Path, images: Path, results: Path, epochs: int = 2) -> Path:
-    path.write_text(TINY_SPEC.format(ann=ann, images=images, results=results, epochs=epochs))
-    return path
+    return write_tiny_spec(path, ann, images, results, {"train.num_epochs": epochs})
 
 
 def assert_user_error(result: subprocess.CompletedProcess[str], *names: str) -> str:

@@ -234,14 +234,15 @@ def test_sigterm_exits_143_with_the_resume_command(tmp_path, synthetic):
     assert "SIGTERM" in status_events(status)[-1]["message"]
 
 
-@pytest.mark.parametrize("action", ["evaluate", "inference"])
-def test_evaluate_and_inference_refuse_a_results_dir_another_run_holds(action, tmp_path, synthetic, trained):
+@pytest.mark.parametrize("action", ["evaluate", "inference", "export", "pretrain"])
+def test_every_action_refuses_a_results_dir_another_run_holds(action, tmp_path, synthetic, trained):
     from mal.engine.run_lock import hold_run_lock
 
     results = tmp_path / "results"
     spec = write_spec(tmp_path / "spec.yaml", synthetic / "annotations.json", synthetic / "images", results)
     with hold_run_lock(results / action, action):
-        result = run_mal(action, "-e", spec, f"{action}.checkpoint={trained}")
+        checkpoint = [f"{action}.checkpoint={trained}"] if action != "pretrain" else []
+        result = run_mal(action, "-e", spec, *checkpoint)
         assert_user_error(result, str(results / action), f"pid {os.getpid()}")
     assert not (results / action / "status.json").exists()
 

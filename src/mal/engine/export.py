@@ -22,6 +22,7 @@ from torch import nn
 
 from mal import __version__
 from mal.engine.common import resolve_checkpoint
+from mal.engine.run_lock import hold_run_lock
 from mal.engine.status import StatusFile
 from mal.errors import SpecError
 from mal.spec.schema import ExperimentSpec
@@ -163,11 +164,17 @@ def export_metadata(config: Mapping[str, Any], spec: ExperimentSpec) -> dict[str
 
 def run(spec: ExperimentSpec) -> int:
     """`mal export -e spec.yaml`: write the ONNX file and results_dir/export/status.json; print the path."""
+    if spec.export.batch_size == 0:
+        raise SpecError("export.batch_size=0 is not a batch size; use -1 (dynamic) or a positive number.")
+    # Two exports into one results_dir would interleave their status.json events and race on the ONNX file.
+    with hold_run_lock(export_dir(spec), "export"):
+        return _export(spec)
+
+
+def _export(spec: ExperimentSpec) -> int:
     from mal.engine.checkpoint_io import load_trained_model
     from mal.engine.module import inference_net
 
-    if spec.export.batch_size == 0:
-        raise SpecError("export.batch_size=0 is not a batch size; use -1 (dynamic) or a positive number.")
     status = StatusFile(export_dir(spec) / "status.json")
     status.write("STARTED", message="exporting to ONNX")
     try:

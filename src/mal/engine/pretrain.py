@@ -25,6 +25,7 @@ from mal.data.crops import crop_and_resize, expand_boxes
 from mal.data.images import read_image
 from mal.engine.common import pick_device
 from mal.engine.datamodule import load_train_coco
+from mal.engine.run_lock import hold_run_lock
 from mal.engine.schedule import lr_factor
 from mal.engine.status import StatusFile
 from mal.errors import DataError, SpecError
@@ -163,6 +164,12 @@ def save_checkpoint(path: Path, model: MaskedAutoencoder, spec: ExperimentSpec, 
 
 
 def run(spec: ExperimentSpec) -> int:
+    # Two pretrainings into one results_dir would interleave their status.json events and race on the weights.
+    with hold_run_lock(Path(spec.results_dir) / "pretrain", "pretrain"):
+        return _pretrain(spec)
+
+
+def _pretrain(spec: ExperimentSpec) -> int:
     crop_size = _crop_size(spec)
     coco = load_train_coco(spec)
     if spec.train.num_threads:

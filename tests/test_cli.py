@@ -69,3 +69,17 @@ def test_schema_without_target_is_a_user_error():
     result = mal("schema")
     assert result.returncode == 2
     assert "--out" in result.stderr
+
+
+def test_ctrl_c_prints_the_resume_command_without_a_password(monkeypatch, capsys):
+    import mal.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mal.cli, "_run_spec_action", interrupted)
+    code = mal.cli.main(["train", "-e", "spec.yaml", "dataset.train_img_dir=https://user:planted-pw-99@host/x.zip"])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 130 and "planted-pw-99" not in line
+    assert line.startswith("mal train: interrupted; continue from the last checkpoint with: mal train -e spec.yaml")
+    assert "https://user:***@host/x.zip" in line and line.endswith("train.resume_training_checkpoint_path=auto")

@@ -220,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt as exc:
         line, code = _stopped_line(args, exc)
-        print(f"mal {args.action}: {line}", file=sys.stderr)
+        print(f"mal {args.action}: {redact_text(line)}", file=sys.stderr)  # overrides may hold a data URL's password
         return code
     except Exception as exc:
         if args.debug:

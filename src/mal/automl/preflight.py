@@ -116,7 +116,10 @@ def run_preflight(
             f"wandb.mode is online and WANDB_API_KEY is {report.env['WANDB_API_KEY']}",
             warn_only=True,
         )
-    if settings.algorithm in ("llm", "hybrid", "autoresearch"):
+    from mal.automl.algorithms import ALGORITHMS
+
+    algorithm = ALGORITHMS.get(settings.algorithm)
+    if algorithm is not None and algorithm.needs_llm:
         key_names = ("MAL_LLM_API_KEY", "OPENAI_API_KEY")
         for name in key_names:
             report.env[name] = env_state(name)

@@ -61,8 +61,6 @@ from mal.redaction import MASK, redact_text, redact_tree
 
 NO_METRIC_LIMIT = 3
 FINAL_STATES = ("done", "stopped", "failed")
-# Algorithms that train every configuration once, to the full budget, `max_trials()` of them.
-FULL_FIDELITY = ("random", "bayesian", "tpe", "llm", "hybrid", "autoresearch")
 
 
 class StudyStoppedError(UserError):
@@ -381,49 +379,8 @@ class _Study:
         if report.errors:
             raise UserError("AutoML preflight failed: " + "; ".join(report.errors) + ".")
 
-    def _planned_work(self) -> tuple[int, int]:
-        """(recommendations, epochs) the search will run if nothing fails, from the algorithm's plan."""
-        algo, s = self.algorithm, self.settings
-        full = algo.full_budget
-        if algo.name in FULL_FIDELITY and hasattr(algo, "max_trials"):
-            return algo.max_trials(), algo.max_trials() * full
-        plans = getattr(algo, "plans", None)
-        if plans is not None:  # Hyperband, BOHB, DEHB: one pass over the brackets (more when max_trials is set)
-            recs, epochs, configs = 0, 0, 0
-            for plan in plans:
-                previous = 0.0
-                configs += plan.sizes[0]
-                for size, resource in zip(plan.sizes, plan.resources):
-                    recs += size
-                    epochs += size * round((resource - previous) * s.epoch_multiplier)
-                    previous = resource
-            passes = 1.0 if s.automl_max_trials is None else s.automl_max_trials / max(1, configs)
-            return math.ceil(recs * passes), math.ceil(epochs * passes)
-        budgets = getattr(algo, "budgets", None)
-        if budgets is not None and algo.name == "asha":
-            configs = s.automl_max_trials or s.automl_max_recommendations
-            eta = s.automl_reduction_factor
-            recs = epochs = 0
-            previous = 0
-            for rung, budget in enumerate(budgets):
-                at_rung = (
-                    max(1, math.ceil(configs / eta**rung))
-                    if rung == 0
-                    else max(
-                        s.automl_min_top_configs if rung == len(budgets) - 1 else 1, math.ceil(configs / eta**rung)
-                    )
-                )
-                recs += at_rung
-                epochs += at_rung * (budget - previous)
-                previous = budget
-            return recs, epochs
-        if algo.name == "pbt":
-            members = s.automl_population_size * s.automl_max_generations
-            return members, members * s.automl_eval_interval
-        return s.automl_max_recommendations, s.automl_max_recommendations * full
-
     def _review(self, baseline: Mapping[str, Any] | None) -> dict[str, Any]:
-        recs, epochs = self._planned_work()
+        recs, epochs = self.algorithm.planned_work()
         capacity = self.platform.capacity
         seconds_per_epoch = None
         if baseline and baseline.get("seconds") and baseline.get("budget"):

@@ -38,7 +38,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.trial import TrialState
 
 from mal import __version__
-from mal.automl.algorithms import make_algorithm
+from mal.automl.algorithms import ALGORITHMS, make_algorithm
 from mal.automl.algorithms.hyperband import hyperband_brackets
 from mal.automl.platforms.contract import load_yaml
 from mal.automl.settings import AutoMLSettings, parse_settings
@@ -52,8 +52,8 @@ READY_ATTR = "mal:ready"
 HEARTBEAT_ATTR = "mal:heartbeat"
 UNIT_PREFIX = "u:"
 # Algorithms a shared store can run: their state is the trials themselves (samplers/pruners read it from the store).
-DISTRIBUTED_ALGORITHMS = ("random", "tpe", "bayesian", "asha", "hyperband", "bohb")
-_MODEL_BASED = ("tpe", "bayesian", "bohb")
+# Which algorithms a shared store can run is a property of each algorithm class (`shared_store`).
+DISTRIBUTED_ALGORITHMS = tuple(name for name, algorithm in ALGORITHMS.items() if algorithm.shared_store)
 _READY_TIMEOUT = 60.0
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -297,7 +297,7 @@ def create_distributed_study(
     given = [space.validate(dict(params), source=f"enqueued configuration {i}") for i, params in enumerate(enqueue)]
     for number in range(config["planned_trials"]):
         params = given[number] if number < len(given) else None
-        if params is None and settings.algorithm not in _MODEL_BASED:
+        if params is None and not ALGORITHMS[settings.algorithm].samples_in_store:
             # Random and successive-halving searches draw their configurations up front, reproducibly.
             params = space.sample(np.random.default_rng([settings.seed, number]))
         if params is None:

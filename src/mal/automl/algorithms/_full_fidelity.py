@@ -14,6 +14,9 @@ class FullFidelitySearch(SearchAlgorithm):
     def max_trials(self) -> int:
         return self.settings.automl_max_recommendations
 
+    def planned_work(self) -> tuple[int, int]:
+        return self.max_trials(), self.max_trials() * self.full_budget
+
     def is_finished(self) -> bool:
         return len(self.trials) >= self.max_trials() and not self.running()
 

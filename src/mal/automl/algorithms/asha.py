@@ -12,6 +12,7 @@ not-yet-promoted configurations keep being promoted until `automl_min_top_config
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from mal.automl.algorithms.base import Recommendation, SearchAlgorithm, Trial, ranked
@@ -20,6 +21,8 @@ from mal.automl.algorithms.hyperband import hyperband_brackets
 
 class ASHA(SearchAlgorithm):
     name = "asha"
+    shared_store = True
+    samples_in_store = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -28,6 +31,21 @@ class ASHA(SearchAlgorithm):
         multiplier = self.settings.epoch_multiplier
         self.budgets = [max(1, round(r * multiplier)) for r in top_bracket.resources]
         self.promoted: set[int] = set()
+
+    def planned_work(self) -> tuple[int, int]:
+        """Each rung holds 1/eta of the rung below (the top one at least automl_min_top_configs)."""
+        s = self.settings
+        configs = s.automl_max_trials or s.automl_max_recommendations
+        eta = s.automl_reduction_factor
+        recs = epochs = previous = 0
+        for rung, budget in enumerate(self.budgets):
+            at_rung = max(1, math.ceil(configs / eta**rung))
+            if 0 < rung == len(self.budgets) - 1:
+                at_rung = max(s.automl_min_top_configs, at_rung)
+            recs += at_rung
+            epochs += at_rung * (budget - previous)
+            previous = budget
+        return recs, epochs
 
     def max_trials(self) -> int:
         return self.settings.automl_max_trials or self.settings.automl_max_recommendations

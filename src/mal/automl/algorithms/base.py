@@ -94,6 +94,13 @@ class SearchAlgorithm(ABC):
     """Base of every search algorithm; subclasses implement `_ask` and `is_finished`."""
 
     name: ClassVar[str]
+    needs_llm: ClassVar[bool] = False
+    """Whether the algorithm asks an LLM endpoint (preflight then checks llm_endpoint and a key)."""
+    shared_store: ClassVar[bool] = False
+    """Whether workers on many machines can run it through a shared Optuna store (`mal automl worker`)."""
+    samples_in_store: ClassVar[bool] = False
+    """On a shared store, whether its sampler proposes from the stored trials (else configurations are drawn up
+    front, reproducibly from the seed)."""
 
     def __init__(
         self, space: SearchSpace, settings: AutoMLSettings | Mapping[str, Any] | None = None, seed: int | None = None
@@ -114,6 +121,12 @@ class SearchAlgorithm(ABC):
     def full_budget(self) -> int:
         """Epochs of a full training: automl_max_epochs x epoch_multiplier."""
         return self.settings.automl_max_epochs * self.settings.epoch_multiplier
+
+    def planned_work(self) -> tuple[int, int]:
+        """(recommendations, epochs) the search runs if nothing fails: what the launch review estimates from.
+        Each algorithm that plans otherwise than max_recommendations full trainings says so here."""
+        count = self.settings.automl_max_recommendations
+        return count, count * self.full_budget
 
     def ask(self) -> Recommendation | None:
         """The next training to launch, or None when nothing can start until results arrive (or ever)."""

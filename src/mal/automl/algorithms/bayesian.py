@@ -28,6 +28,8 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 
 class BayesianSearch(FullFidelitySearch):
     name = "bayesian"
+    shared_store = True
+    samples_in_store = True
 
     def n_startup(self) -> int:
         return gp_startup_count(self.max_trials(), len(self.space))

@@ -29,6 +29,8 @@ MIN_BANDWIDTH = 1e-3
 
 class BOHB(Hyperband):
     name = "bohb"
+    shared_store = True
+    samples_in_store = True
 
     def _split(self, n: int) -> tuple[int, int]:
         return split_sizes(n, self.settings.automl_min_points_in_model, self.settings.automl_top_n_percent)

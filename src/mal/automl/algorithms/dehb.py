@@ -33,6 +33,8 @@ MIN_POOL = 3  # rand/1 needs three distinct parents
 
 class DEHB(Hyperband):
     name = "dehb"
+    shared_store = False
+    samples_in_store = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -69,6 +69,8 @@ class Bracket:
 
 class Hyperband(SearchAlgorithm):
     name = "hyperband"
+    shared_store = True
+    samples_in_store = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -77,6 +79,20 @@ class Hyperband(SearchAlgorithm):
         self.budgets = sorted({self._epochs(r) for plan in self.plans for r in plan.resources})
         self.brackets: list[Bracket] = []
         self.configs_started = 0
+
+    def planned_work(self) -> tuple[int, int]:
+        """One pass over the brackets (more passes when automl_max_trials asks for more configurations)."""
+        recs, epochs, configs = 0, 0, 0
+        for plan in self.plans:
+            previous = 0.0
+            configs += plan.sizes[0]
+            for size, resource in zip(plan.sizes, plan.resources):
+                recs += size
+                epochs += size * round((resource - previous) * self.settings.epoch_multiplier)
+                previous = resource
+        max_trials = self.settings.automl_max_trials
+        passes = 1.0 if max_trials is None else max_trials / max(1, configs)
+        return math.ceil(recs * passes), math.ceil(epochs * passes)
 
     # -- bracket bookkeeping -----------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ SYSTEM_PROMPT = (
 
 class LLMSearch(FullFidelitySearch):
     name = "llm"
+    needs_llm = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -37,6 +37,10 @@ class Member:
 class PBT(SearchAlgorithm):
     name = "pbt"
 
+    def planned_work(self) -> tuple[int, int]:
+        members = self.settings.automl_population_size * self.settings.automl_max_generations
+        return members, members * self.settings.automl_eval_interval
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         size = self.settings.automl_population_size

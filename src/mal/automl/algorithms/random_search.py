@@ -9,6 +9,8 @@ from mal.automl.algorithms._full_fidelity import FullFidelitySearch
 
 class RandomSearch(FullFidelitySearch):
     name = "random"
+    shared_store = True
+    samples_in_store = False
 
     def _propose(self, rec_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
         return self.space.sample(self._rng(rec_id)), {"source": "random"}

@@ -22,6 +22,8 @@ from mal.automl.space import Param, SearchSpace
 
 class TPESearch(FullFidelitySearch):
     name = "tpe"
+    shared_store = True
+    samples_in_store = True
 
     def n_startup(self) -> int:
         return min(10, max(5, 2 * len(self.space)))

@@ -10,23 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from mal.automl.algorithms import LLMError, make_algorithm
-from mal.automl.space import SearchSpace
 from mal.errors import SpecError
+from support.spaces import LR_WD
 
 KEY = "sk-test-key-0123456789"
-SPACE = SearchSpace.from_schema(
-    {
-        "properties": {
-            "train": {
-                "properties": {
-                    "lr": {"type": "number", "default": 1e-6, "minimum": 1e-7, "maximum": 1e-5},
-                    "wd": {"type": "number", "default": 5e-4, "minimum": 1e-5, "maximum": 1e-2},
-                }
-            }
-        },
-        "automl_default_parameters": ["train.lr", "train.wd"],
-    },
-)
+SPACE = LR_WD
 
 
 class ChatServer:

@@ -7,21 +7,9 @@ import numpy as np
 import pytest
 
 from mal.automl.algorithms import ALGORITHMS, make_algorithm
-from mal.automl.space import SearchSpace
+from support.spaces import LR_WD
 
-SPACE = SearchSpace.from_schema(
-    {
-        "properties": {
-            "train": {
-                "properties": {
-                    "lr": {"type": "number", "default": 1e-6, "minimum": 1e-7, "maximum": 1e-5},
-                    "wd": {"type": "number", "default": 5e-4, "minimum": 1e-5, "maximum": 1e-2},
-                }
-            }
-        },
-        "automl_default_parameters": ["train.lr", "train.wd"],
-    },
-)
+SPACE = LR_WD
 SETTINGS = {
     "automl_max_epochs": 9,
     "automl_max_recommendations": 7,

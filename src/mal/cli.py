@@ -8,7 +8,6 @@ and spec errors answer at once.
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import shlex
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from mal import __version__
 from mal.errors import UserError
+from mal.fileio import STORAGE_ERRNOS
 from mal.redaction import redact_text
 
 # action -> (module:function running it with the loaded spec, one-line help)
@@ -32,8 +32,6 @@ SPEC_ACTIONS: dict[str, tuple[str, str]] = {
 }
 
 
-# A full disk, a quota, a file-size limit, a read-only or failing disk: infrastructure faults worth one clear line.
-_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
 
 
 def _add_spec_arguments(parser: argparse.ArgumentParser, spec_required: bool = True) -> None:
@@ -183,7 +181,7 @@ def _quiet_storage_errors_in_threads(debug: bool) -> None:
     re-raises the same error in the main thread, which names the file in one line."""
 
     def hook(hook_args: threading.ExceptHookArgs) -> None:
-        if not debug and isinstance(hook_args.exc_value, OSError) and hook_args.exc_value.errno in _STORAGE_ERRNOS:
+        if not debug and isinstance(hook_args.exc_value, OSError) and hook_args.exc_value.errno in STORAGE_ERRNOS:
             return
         threading.__excepthook__(hook_args)
 
@@ -210,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         if args.debug:
             traceback.print_exc()
-        if exc.errno not in _STORAGE_ERRNOS or not exc.filename:
+        if exc.errno not in STORAGE_ERRNOS or not exc.filename:
             print(f"mal {args.action}: internal error: {type(exc).__name__}: {redact_text(exc)} "
                   f"(rerun with --debug for the traceback)", file=sys.stderr)
             return 1

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+# The disk is full (or over quota, or past a file-size limit): nothing the user's input did, said in one line.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# ... or it cannot be written at all (read-only, failing): the storage faults the CLI reports as one plain line.
+STORAGE_ERRNOS = NO_SPACE_ERRNOS | {errno.EROFS, errno.EIO}
 
 
 @contextlib.contextmanager

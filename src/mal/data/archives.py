@@ -29,6 +29,7 @@ from typing import IO
 
 from mal.env import env_int, env_number
 from mal.errors import DataError
+from mal.fileio import NO_SPACE_ERRNOS
 
 MAX_EXTRACT_BYTES_ENV = "MAL_EXTRACT_MAX_BYTES"
 MAX_EXTRACT_RATIO_ENV = "MAL_EXTRACT_MAX_RATIO"
@@ -38,8 +39,6 @@ DEFAULT_MAX_EXTRACT_RATIO = 100.0
 RATIO_CHECK_FLOOR_BYTES = 8 << 20
 # The kernel's own limit on links followed while resolving one path.
 MAX_LINK_HOPS = 40
-# A full disk, a quota, a file-size limit: the cache cannot take the archive, which is no fault of the archive.
-NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _CHUNK = 4 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)

@@ -33,10 +33,10 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from mal.data.archives import NO_SPACE_ERRNOS, ExtractLimits, NoSpaceError, extract_archive, member_path
+from mal.data.archives import ExtractLimits, NoSpaceError, extract_archive, member_path
 from mal.env import env_folder
 from mal.errors import DataError
-from mal.fileio import atomic_write_json
+from mal.fileio import NO_SPACE_ERRNOS, atomic_write_json
 from mal.redaction import redact_url
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip")

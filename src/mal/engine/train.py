@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,18 +13,17 @@ import torch
 
 from mal import jobfiles
 from mal.data.coco import CocoBoxes
+from mal.dotted import get_dotted
 from mal.engine.datamodule import MALDataModule, load_train_coco, load_val_coco
 from mal.engine.module import MALModule
 from mal.engine.run_lock import hold_run_lock
 from mal.engine.status import StatusFile
 from mal.engine.trainer import StatusCallback, build_trainer, resolve_devices
 from mal.errors import CheckpointError, DataError, SpecError
-from mal.fileio import remove_stale_temp_files
+from mal.fileio import STORAGE_ERRNOS, remove_stale_temp_files
 from mal.jobfiles import latest_checkpoint
 from mal.model.backbone import ARCHS
 from mal.spec.schema import ExperimentSpec
-
-_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 
 # Spec keys that shape the network's tensors or its optimizer groups: a checkpoint resumes only with the same ones.
 RESUME_KEYS = ("model.arch", "dataset.crop_size", "model.frozen_stages", "model.mask_head_num_convs",
@@ -89,13 +87,6 @@ def resolve_resume(spec: ExperimentSpec, out_dir: Path) -> Path | None:
     return path
 
 
-def _nested(config: dict[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
 def _trained_config(path: Path) -> dict[str, Any]:
     """The spec a checkpoint was trained with (memory-mapped: the tensors are not read)."""
     try:
@@ -115,7 +106,7 @@ def check_resume_matches(spec: ExperimentSpec, checkpoint: Path) -> None:
     trained = _trained_config(checkpoint)
     wanted = spec.model_dump(mode="json")
     for key in RESUME_KEYS:
-        before, now = _nested(trained, key), _nested(wanted, key)
+        before, now = get_dotted(trained, key), get_dotted(wanted, key)
         if before is not None and before != now:
             raise CheckpointError(
                 f"train.resume_training_checkpoint_path: {checkpoint} was trained with {key} = {before}, but the "
@@ -150,7 +141,7 @@ def run(spec: ExperimentSpec) -> int:
         try:
             return _train(spec, out_dir)
         except OSError as exc:
-            if exc.filename or exc.errno not in _STORAGE_ERRNOS:
+            if exc.filename or exc.errno not in STORAGE_ERRNOS:
                 raise
             # A full disk met by a library that names no file (a logger, a writer thread): name the folder.
             raise OSError(exc.errno, exc.strerror or str(exc), str(out_dir)) from exc

@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO_ROOT, write_results
 
-from mal.data.coco import CocoBoxes, load_coco
+from mal.data.coco import load_coco
+from mal.data.coco_boxes import CocoBoxes
 from mal.engine.evaluate import score_labels
 from mal.engine.labeling import BoxLabel
 from mal.fileio import atomic_write_json

@@ -143,7 +143,7 @@ def _run_dataset(args: argparse.Namespace) -> int:
 
 def _run_gallery(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else args.labels.parent / "gallery"
-    page = _resolve("mal.gallery:gallery_main")(args.labels, args.images, out, gt_path=args.gt)
+    page = _resolve("mal.gallery.command:gallery_main")(args.labels, args.images, out, gt_path=args.gt)
     print(page)
     return 0
 

@@ -5,24 +5,19 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mal.data.synthetic import make_synthetic_coco
-
-SHARED_DATA = Path("/work/shared/data")
+from support.services import free_port
 
 
 @pytest.fixture(scope="session")
-def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def synthetic_dir(synthetic_coco: Callable[..., Path]) -> Path:
     """8 images of shapes (read-only for tests: copy it before changing anything)."""
-    root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic_coco(root, num_images=8, image_size=(96, 96), objects_per_image=(2, 4), seed=7)
-    return root
+    return synthetic_coco(num_images=8, image_size=(96, 96), objects_per_image=(2, 4), seed=7)
 
 
 @pytest.fixture
@@ -44,12 +39,6 @@ def write_coco(tmp_path: Path, synthetic_dir: Path) -> Callable[..., tuple[Path,
     return write
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A real S3 API (moto's threaded server) on localhost; yields a boto3 client with bucket `mal-test`."""
@@ -57,7 +46,7 @@ def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     boto3 = pytest.importorskip("boto3")
     from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"

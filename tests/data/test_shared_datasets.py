@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 
 from mal.data.coco import check_coco
-
-SHARED = Path("/work/shared/data")
+from support.datasets import SHARED_DATA
 
 
 def dataset(name: str) -> tuple[Path, Path]:
-    root = SHARED / name
+    root = SHARED_DATA / name
     if not (root / "annotations.json").is_file():
         pytest.skip(f"{root} is absent: the shared development data is not on this machine")
     return root / "annotations.json", root / "images"

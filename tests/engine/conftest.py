@@ -1,15 +1,15 @@
-"""A tiny synthetic dataset and one short training run, shared by the engine tests (trained once per session)."""
+"""A tiny synthetic dataset and one short training run, shared by the engine tests (trained once per session).
+
+The CLI helpers these tests call (`run_mal`, `status_events`) are in `support.engine`."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from mal.data.synthetic import make_synthetic_coco
+from support.engine import run_mal
 from support.specs import write_tiny_spec
 
 # The support spec, trained long enough (15 epochs at crop 64) that masks beat their boxes.
@@ -33,29 +33,10 @@ ENGINE_SPEC = {
 }
 
 
-def run_mal(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mal", *args], capture_output=True, text=True, timeout=timeout,
-                          env=_env())
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    env = dict(os.environ)
-    env["MAL_NO_PROGRESS"] = "1"
-    return env
-
-
-def status_events(results_dir: Path, action: str = "train") -> list[dict]:
-    path = results_dir / action / "status.json"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 @pytest.fixture(scope="session")
-def synthetic(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic_coco(root, num_images=24, seed=0)
-    return root
+def synthetic(synthetic_coco: Callable[..., Path]) -> Path:
+    """24 images of shapes, enough for masks to beat their boxes (read-only)."""
+    return synthetic_coco(num_images=24, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_mal
 
 from mal.presets import preset_path
 from mal.spec import load_spec
+from support.engine import run_mal
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_mal, status_events
 from pycocotools.coco import COCO
 
 from mal.data.coco import load_coco
@@ -15,6 +14,7 @@ from mal.engine.evaluate import score_labels
 from mal.engine.labeling import BoxLabel, ground_truth
 from mal.masks import box_fill_rle, decode_rle
 from mal.metrics import instance_ious
+from support.engine import run_mal, status_events
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ import time
 
 import pytest
 import torch
-from conftest import run_mal, status_events
 
 from mal.engine.checkpoint_io import load_trained_model
+from support.engine import run_mal, status_events
 
 pytestmark = pytest.mark.slow
 

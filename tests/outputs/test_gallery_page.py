@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from mal.errors import DataError
-from mal.gallery import gallery_main, write_gallery
+from mal.gallery.command import gallery_main
+from mal.gallery.write import write_gallery
 from mal.masks import encode_masks
 
 COCO128 = Path("/work/shared/data/coco128_dev")

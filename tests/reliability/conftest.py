@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from mal.data.synthetic import make_synthetic_coco
 from support.reliability import run_mal, write_spec
 
 
 @pytest.fixture(scope="session")
-def synthetic(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic_coco(root, num_images=8, seed=0)
-    return root
+def synthetic(synthetic_coco: Callable[..., Path]) -> Path:
+    """8 images of shapes (read-only: a case copies what it changes)."""
+    return synthetic_coco(num_images=8, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,10 +22,11 @@ import yaml
 from optuna.trial import TrialState
 from rich.console import Console
 
+from mal.automl.dead_workers import fail_stale_trials
 from mal.automl.orphans import stop_orphaned_job
 from mal.automl.platforms.local import process_start_ticks
 from mal.automl.storage import HEARTBEAT_ATTR, create_distributed_study, load_distributed_study, open_storage
-from mal.automl.worker import StudyWorker, fail_stale_trials
+from mal.automl.worker import StudyWorker
 from mal.errors import SpecError, UserError
 from support.study import automl_run_command, dummy_command, launches, make_skill_dir, spec_overrides, write_dummy_study
 
@@ -179,8 +181,11 @@ def test_enqueued_values_run_first_and_the_cli_reads_the_store(tmp_path):
     )  # fmt: skip
     assert report.returncode == 0, report.stderr[-2000:]
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "2/2 trials finished" in text and "| 0 | done |" in text
-    assert (tmp_path / "report" / "history.png").stat().st_size > 0
+    # The same report a local study gets: summary, a row per trial with its worker, the plots, best_spec.yaml.
+    assert "2/2 trials finished" in text and "by 1 worker(s)" in text
+    assert re.search(r"\| trial_0000 \(best\) \| - \| 2 \| [0-9.]+ \| done \|", text)
+    assert (tmp_path / "report" / "optimisation_history.png").stat().st_size > 0
+    assert "train:" in (tmp_path / "report" / "best_spec.yaml").read_text()
 
 
 def test_refusals_name_the_problem(tmp_path):

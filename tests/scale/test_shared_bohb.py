@@ -12,10 +12,11 @@ from optuna.distributions import FloatDistribution
 from rich.console import Console
 
 from mal.automl.algorithms import BOHB
-from mal.automl.bohb_sampler import SharedBOHBSampler, observation_at_budgets
+from mal.automl.algorithms.bohb_store import SharedBOHBSampler, observation_at_budgets
+from mal.automl.algorithms.hyperband import rung_budgets
 from mal.automl.settings import parse_settings
 from mal.automl.space import SearchSpace
-from mal.automl.storage import UNIT_PREFIX, create_distributed_study, load_distributed_study, rung_budgets
+from mal.automl.storage import UNIT_PREFIX, create_distributed_study, load_distributed_study
 from mal.automl.worker import StudyWorker
 from support.study import dummy_command, make_skill_dir, spec_overrides
 

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from mal.automl.algorithms import make_algorithm
 from mal.automl.algorithms.bayesian import gp_proposal
-from mal.automl.gp_sampler import SharedGPSampler
+from mal.automl.algorithms.bayesian_store import SharedGPSampler
 from mal.automl.space import SearchSpace
 from mal.automl.storage import UNIT_PREFIX
 

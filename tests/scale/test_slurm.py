@@ -18,10 +18,11 @@ import yaml
 from optuna.trial import TrialState
 from rich.console import Console
 
+from mal.automl.dead_workers import fail_stale_trials
 from mal.automl.orphans import stop_orphaned_job
 from mal.automl.platforms.slurm import SlurmPlatform, parse_exit_code
 from mal.automl.storage import create_distributed_study, load_distributed_study
-from mal.automl.worker import StudyWorker, fail_stale_trials
+from mal.automl.worker import StudyWorker
 from mal.errors import UserError
 from support.study import dummy_command, make_skill_dir, quiet_runner, spec_overrides
 

@@ -13,7 +13,7 @@ from typing import Any
 
 _EXPORTS = {
     "AutoMLRunner": "mal.automl.runner",
-    "StudyStoppedError": "mal.automl.runner",
+    "StudyStoppedError": "mal.automl.failures",
     "LocalPlatform": "mal.automl.platforms.local",
     "Platform": "mal.automl.platforms.base",
     "Workspace": "mal.automl.workspace",

@@ -23,41 +23,19 @@ after which its trial is failed and retried once).
 from __future__ import annotations
 
 import argparse
-import difflib
-import inspect
 import json
 import math
-import reprlib
-import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from mal.automl.stopping import TerminatedError, sigterm_as_interrupt
-from mal.errors import SpecError, UserError
+from mal.automl.study_file import command_problem, generate_skill_dir, read_study_file, shown, study_value
+from mal.errors import UserError
 from mal.redaction import redact_text
-from mal.safe_yaml import YamlRefused, load_file
-
-STUDY_KEYS = (
-    "skill_dir",
-    "workspace_dir",
-    "algorithm",
-    "automl_settings",
-    "spec_overrides",
-    "hyperparameters",
-    "automl_hyperparameters",
-    "custom_param_ranges",
-    "poll_interval",
-    "command",
-    "kill_grace",
-    "platform",
-    "slurm",
-    "heartbeat_interval",
-    "grace_period",
-)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,175 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Values quoted in an error stay short whatever the file holds (a long string, a big list).
-_shown = reprlib.Repr()
-_shown.maxlevel = 2
-_shown.maxlist = _shown.maxtuple = _shown.maxdict = _shown.maxset = 4
-_shown.maxstring = _shown.maxother = 60
-
-
-def _number(low: float, *, strict: bool) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        if ok and (value > low if strict else value >= low):
-            return None
-        return f"must be a number of seconds {'>' if strict else '>='} {low:g}"
-
-    return check
-
-
-def _text(value: Any) -> str | None:
-    return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
-
-
-def _mapping(value: Any) -> str | None:
-    if not isinstance(value, Mapping):
-        return f"must be a mapping of key: value, not a {type(value).__name__}"
-    bad = next((key for key in value if not isinstance(key, str)), None)
-    return None if bad is None else f"has key {_shown.repr(bad)}, which is not a string"
-
-
-def _names(value: Any) -> str | None:
-    if isinstance(value, list) and value and all(isinstance(item, str) and item for item in value):
-        return None
-    return "must be a non-empty list of dotted spec keys, e.g. [train.lr, train.weight_decay]"
-
-
-def _command(value: Any) -> str | None:
-    if isinstance(value, str) and value.strip():
-        return None
-    if isinstance(value, list) and value and all(isinstance(p, str | int | float) for p in value):
-        return None if not any(isinstance(p, bool) for p in value) else "must not hold true/false"
-    return "must be a list of arguments, e.g. [python, -m, mal, '{action}', -e, '{spec}']"
-
-
-def _platform_name(value: Any) -> str | None:
-    return None if value in ("local", "slurm") else "must be local or slurm"
-
-
-def _slurm(value: Any) -> str | None:
-    problem = _mapping(value)
-    if problem is not None:
-        return problem
-    from mal.automl.platforms.slurm import SlurmPlatform
-
-    known = set(inspect.signature(SlurmPlatform).parameters)
-    unknown = sorted(set(value) - known)
-    if unknown:
-        return f"has unknown key(s) {unknown}; use {sorted(known)}"
-    kinds: dict[str, Callable[[Any], bool]] = {
-        "max_concurrent": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-        "cpus_per_task": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-        "use_gpus": lambda v: isinstance(v, bool),
-        "extra_sbatch_args": lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v),
-        "env": lambda v: isinstance(v, Mapping) and all(isinstance(x, str) for pair in v.items() for x in pair),
-        "command": lambda v: _command(v) is None,
-    }
-    for key, item in value.items():
-        ok = kinds.get(key, lambda v: isinstance(v, str) and bool(v.strip()))(item)
-        if item is not None and not ok:
-            return f"has {key} = {_shown.repr(item)}, which is not a valid value for it"
-    return None
-
-
-# What each study key may hold (None always means "the default"); a problem is a clause naming what it must be.
-STUDY_CHECKS: dict[str, Callable[[Any], str | None]] = {
-    "skill_dir": _text,
-    "workspace_dir": _text,
-    "algorithm": _text,
-    "automl_settings": _mapping,
-    "spec_overrides": _mapping,
-    "hyperparameters": _names,
-    "automl_hyperparameters": _names,
-    "custom_param_ranges": _mapping,
-    "poll_interval": _number(0, strict=True),
-    "command": _command,
-    "kill_grace": _number(0, strict=False),
-    "platform": _platform_name,
-    "slurm": _slurm,
-    "heartbeat_interval": _number(0, strict=True),
-    "grace_period": _number(0, strict=True),
-}
-assert set(STUDY_CHECKS) == set(STUDY_KEYS)
-
-
-def read_study_file(path: Path) -> dict[str, Any]:
-    """The study file's keys, each checked for its type and the settings validated: every mistake is one
-    SpecError naming the file and the key, raised before anything is written."""
-    try:
-        data = load_file(path) or {}
-    except YamlRefused as exc:
-        fix = "; pass the path of your automl.yaml" if exc.reason == "missing" else ""
-        raise SpecError(f"AutoML study file {path} {exc}{fix}.") from None
-    if not isinstance(data, Mapping):
-        raise SpecError(
-            f"AutoML study file {path} must hold a mapping of keys, not a {type(data).__name__}; "
-            f"see `mal automl --help`."
-        )
-    for key in data:
-        if key not in STUDY_KEYS:
-            hint = difflib.get_close_matches(str(key), STUDY_KEYS, n=1, cutoff=0.6)
-            tip = f" Did you mean {hint[0]}?" if hint else f" Known keys: {', '.join(STUDY_KEYS)}."
-            raise SpecError(f"AutoML study file {path} has unknown key {_shown.repr(key)}.{tip}")
-    if "hyperparameters" in data and "automl_hyperparameters" in data:
-        raise SpecError(f"{path} sets both hyperparameters and automl_hyperparameters; keep one.")
-    for key, value in data.items():
-        problem = None if value is None else STUDY_CHECKS[key](value)
-        if problem is not None:
-            raise SpecError(f"AutoML study file {path}: {key} = {_shown.repr(value)} {problem}.")
-    workspace = data.get("workspace_dir")
-    if workspace is not None and Path(workspace).expanduser().exists() and not Path(workspace).expanduser().is_dir():
-        raise SpecError(f"AutoML study file {path}: workspace_dir {workspace} is a file; name a folder.")
-    if data.get("command") is not None:
-        from mal.automl.platforms.base import command_template
-
-        try:
-            command_template(data["command"])
-        except SpecError as exc:
-            raise SpecError(f"AutoML study file {path}: {exc}") from None
-    _study_settings(data, f"AutoML study file {path}: automl_settings")
-    return dict(data)
-
-
-def _value(study: Mapping[str, Any], key: str, default: Any) -> Any:
-    """A study key's value; a key written without a value (`kill_grace:`) means its default."""
-    value = study.get(key)
-    return default if value is None else value
-
-
-def _study_settings(study: Mapping[str, Any], source: str) -> Any:
-    """The study's automl_settings, validated with its `algorithm` key as the runner will see them."""
-    from mal.automl.settings import settings_for_algorithm
-
-    return settings_for_algorithm(study.get("automl_settings"), study.get("algorithm"), source=source)
-
-
-def generate_skill_dir(out: Path) -> Path:
-    """Write our skill layout with `mal schema` (a subprocess: AutoML never imports the spec models' users)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "mal", "schema", "--out", str(out)], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise UserError(f"`mal schema --out {out}` failed: {done.stderr.strip().splitlines()[-1:]}")
-    return out
-
-
 def _platform(study: Mapping[str, Any], settings: Mapping[str, Any] | None) -> Any:
-    from mal.automl.platforms.local import DEFAULT_COMMAND, LocalPlatform
+    from mal.automl.platforms.factory import make_platform
     from mal.automl.settings import parse_settings
 
-    parsed = parse_settings(settings or {})
-    if _value(study, "platform", "local") == "slurm":
-        from mal.automl.platforms.slurm import SlurmPlatform
-
-        base = {"max_concurrent": parsed.automl_max_concurrent, "command": study.get("command") or DEFAULT_COMMAND}
-        return SlurmPlatform.from_settings({**base, **(study.get("slurm") or {})})
-    if _value(study, "platform", "local") != "local":
-        raise SpecError(f"platform {study['platform']!r} is unknown; use local or slurm.")
-    return LocalPlatform(
-        max_concurrent=parsed.automl_max_concurrent,
-        command=study.get("command") or DEFAULT_COMMAND,
-        kill_grace=float(_value(study, "kill_grace", 5.0)),
+    return make_platform(
+        study_value(study, "platform", "local"),
+        max_concurrent=parse_settings(settings or {}).automl_max_concurrent,
+        command=study.get("command"),
+        kill_grace=float(study_value(study, "kill_grace", 5.0)),
+        slurm=study.get("slurm"),
     )
 
 
@@ -305,7 +124,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         skill_dir=skill_dir,
         platform=platform,
         workspace_dir=workspace_dir,
-        poll_interval=args.poll_interval or float(_value(study, "poll_interval", 5.0)),
+        poll_interval=args.poll_interval or float(study_value(study, "poll_interval", 5.0)),
         console=console,
         live=console.is_terminal and not args.no_live,
     )
@@ -347,8 +166,9 @@ def _run_distributed(
         custom_param_ranges=study.get("custom_param_ranges"),
         command=study.get("command"),
         slurm=study.get("slurm"),
-        heartbeat_interval=float(_value(study, "heartbeat_interval", 10.0)),
-        grace_period=float(_value(study, "grace_period", 60.0)),
+        heartbeat_interval=float(study_value(study, "heartbeat_interval", 10.0)),
+        grace_period=float(study_value(study, "grace_period", 60.0)),
+        kill_grace=study.get("kill_grace"),
     )
     console.print(
         f"study {name!r} is ready in {redact(storage)}; add workers with "
@@ -359,9 +179,9 @@ def _run_distributed(
     StudyWorker(
         storage,
         name,
-        platform_name=_value(study, "platform", "local"),
+        platform_name=study_value(study, "platform", "local"),
         workspace_dir=workspace_dir,
-        poll_interval=args.poll_interval or float(_value(study, "poll_interval", 2.0)),
+        poll_interval=args.poll_interval or float(study_value(study, "poll_interval", 2.0)),
         console=console,
     ).run()
     return _status_distributed(storage, name, False, console)
@@ -445,8 +265,8 @@ def _read_run_file(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict) or not isinstance(config.get("settings"), dict):
         raise UserError(f"{path} holds no study settings (it is damaged); the study cannot be resumed from it.")
     command = config.get("command")
-    if command is not None and _command(command) is not None:
-        raise UserError(f"{path}: command = {_shown.repr(command)} {_command(command)}.")
+    if command is not None and command_problem(command) is not None:
+        raise UserError(f"{path}: command = {shown(command)} {command_problem(command)}.")
     parse_settings(config["settings"], source=f"{path} settings")
     return config
 

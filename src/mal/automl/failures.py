@@ -20,7 +20,10 @@ import re
 import signal
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
+
+from mal.errors import UserError
 
 FailureClass = Literal["spec", "data", "out_of_memory", "model_code", "infrastructure", "metric_missing"]
 
@@ -111,3 +114,37 @@ def params_hash(params: Mapping[str, Any]) -> str:
     """A stable hash of a configuration (the key of the invalid-configuration cache)."""
     canonical = json.dumps(dict(params), sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+NO_METRIC_LIMIT = 3
+
+
+class StudyStoppedError(UserError):
+    """The study stopped before its end (repeated failures, no metric); the message names the cause."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def check_streak(streak: list[dict[str, Any] | None], run_dir: Path) -> None:
+    """Stop the study (StudyStoppedError) once the last three trials in a row ended without a metric."""
+    if len(streak) < NO_METRIC_LIMIT:
+        return
+    last = streak[-NO_METRIC_LIMIT:]
+    categories = {entry["category"] if entry else "metric_missing" for entry in last}
+    if len(categories) == 1:
+        category = categories.pop()
+        reason = last[-1]["reason"] if last[-1] else "no metric"
+        exit_code = 2 if category in ("spec", "data", "metric_missing") else 1
+        raise StudyStoppedError(
+            f"Three trials in a row ended without a metric, all with the same cause ({category}): {reason}. "
+            f"Fix it, then continue with `mal automl resume {run_dir}`.",
+            exit_code,
+        )
+    causes = "; ".join(f"{e['category']}: {e['reason']}" if e else "no metric" for e in last)
+    raise StudyStoppedError(
+        f"Three recommendations in a row produced no metric ({causes}). Fix the causes, "
+        f"then continue with `mal automl resume {run_dir}`.",
+        1,
+    )

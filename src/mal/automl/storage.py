@@ -32,17 +32,17 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.pruners import BasePruner, HyperbandPruner, NopPruner, SuccessiveHalvingPruner
-from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.trial import TrialState
 
 from mal import __version__
 from mal.automl.algorithms import ALGORITHMS, make_algorithm
-from mal.automl.algorithms.hyperband import hyperband_brackets
+from mal.automl.algorithms._store_sampler import UNIT_PREFIX
+from mal.automl.algorithms.hyperband import full_budget
 from mal.automl.platforms.contract import load_yaml
-from mal.automl.settings import AutoMLSettings, parse_settings
+from mal.automl.settings import parse_settings
 from mal.automl.space import SearchSpace
+from mal.automl.study_inputs import absolute_data_paths
 from mal.dotted import deep_merge, nest_dotted
 from mal.errors import SpecError, UserError
 from mal.redaction import redact_text, redact_url, split_userinfo, url_secrets
@@ -50,7 +50,6 @@ from mal.redaction import redact_text, redact_url, split_userinfo, url_secrets
 CONFIG_ATTR = "mal:config"
 READY_ATTR = "mal:ready"
 HEARTBEAT_ATTR = "mal:heartbeat"
-UNIT_PREFIX = "u:"
 # Algorithms a shared store can run: their state is the trials themselves (samplers/pruners read it from the store).
 # Which algorithms a shared store can run is a property of each algorithm class (`shared_store`).
 DISTRIBUTED_ALGORITHMS = tuple(name for name, algorithm in ALGORITHMS.items() if algorithm.shared_store)
@@ -140,69 +139,6 @@ def _encoded_password(url: str) -> str:
 # -- what a study runs -------------------------------------------------------------------------------------------
 
 
-def planned_trials(settings: AutoMLSettings) -> int:
-    """Recommendations the distributed search makes (retries of dead workers' trials come on top)."""
-    if settings.algorithm in ("asha", "hyperband", "bohb"):
-        return settings.automl_max_trials or settings.automl_max_recommendations
-    return settings.automl_max_recommendations
-
-
-def full_budget(settings: AutoMLSettings) -> int:
-    return settings.automl_max_epochs * settings.epoch_multiplier
-
-
-def min_budget(settings: AutoMLSettings) -> int:
-    """The first rung of successive halving: the smallest budget of Hyperband's most aggressive bracket."""
-    first = hyperband_brackets(settings.automl_max_epochs, settings.automl_reduction_factor)[0].resources[0]
-    return max(1, round(first * settings.epoch_multiplier))
-
-
-def rung_budgets(settings: AutoMLSettings) -> list[int]:
-    """The budgets at which the pruners judge a trial (the smallest Hyperband budget times eta^k), then the full
-    budget: where `bohb` on a store keeps its per-budget observations."""
-    budgets, rung = [], min_budget(settings)
-    while rung < full_budget(settings):
-        budgets.append(rung)
-        rung *= settings.automl_reduction_factor
-    return [*budgets, full_budget(settings)]
-
-
-def make_pruner(settings: AutoMLSettings) -> BasePruner:
-    """ASHA -> successive halving; Hyperband/BOHB -> Hyperband brackets; full-fidelity searches never stop."""
-    eta = settings.automl_reduction_factor
-    if settings.algorithm == "asha":
-        return SuccessiveHalvingPruner(min_resource=min_budget(settings), reduction_factor=eta)
-    if settings.algorithm in ("hyperband", "bohb"):
-        return HyperbandPruner(
-            min_resource=min_budget(settings), max_resource=full_budget(settings), reduction_factor=eta
-        )
-    return NopPruner()
-
-
-def make_sampler(settings: AutoMLSettings, trial_number: int, planned: int, space: SearchSpace) -> BaseSampler:
-    """A sampler seeded per trial: two workers proposing at the same moment never draw the same stream, and the
-    same history gives the same proposal. `bayesian` is the single-process GP search, refitted from the store
-    with running trials as kriging believers; TPE's constant liar counts running trials as bad. Both keep parallel
-    workers from proposing near-duplicates. `bohb` is the single-process BOHB model, built per budget from the
-    epochs every trial has reported; its per-trial seed keeps parallel proposals apart."""
-    if settings.algorithm == "bayesian":
-        from mal.automl.gp_sampler import SharedGPSampler
-
-        return SharedGPSampler(space, settings.seed, planned, settings.direction, UNIT_PREFIX)
-    if settings.algorithm == "bohb":
-        from mal.automl.bohb_sampler import SharedBOHBSampler
-
-        return SharedBOHBSampler(
-            space, settings.seed, settings.direction, rung_budgets(settings), settings.automl_min_points_in_model,
-            settings.automl_top_n_percent, settings.automl_kde_samples, UNIT_PREFIX,
-        )  # fmt: skip
-    seed = int(np.random.SeedSequence([settings.seed, trial_number]).generate_state(1)[0])
-    if settings.algorithm == "tpe":
-        startup = min(10, max(2, planned // 3))
-        return TPESampler(seed=seed, constant_liar=True, multivariate=True, n_startup_trials=startup)
-    return RandomSampler(seed=seed)
-
-
 def build_space(config: Mapping[str, Any]) -> SearchSpace:
     return SearchSpace.from_schema(
         config["schema"],
@@ -236,6 +172,7 @@ def create_distributed_study(
     heartbeat_interval: float = 10.0,
     grace_period: float = 60.0,
     action: str = "train",
+    kill_grace: float | None = None,
 ) -> optuna.Study:
     """Create the study in the store and queue its recommendations; joining an existing study with the same
     name returns it unchanged (so a restarted coordinator is harmless).
@@ -243,6 +180,7 @@ def create_distributed_study(
     enqueue: configurations (dotted key -> value) to try first, in order; the rest are drawn by the algorithm.
     heartbeat_interval / grace_period: a running trial whose worker has not beaten for grace_period seconds
         is failed and retried once.
+    kill_grace: seconds a stopped local trial gets between SIGTERM and SIGKILL on every worker.
     """
     settings = parse_settings(automl_settings)
     if settings.algorithm not in DISTRIBUTED_ALGORITHMS:
@@ -260,7 +198,6 @@ def create_distributed_study(
     SearchSpace.from_skill_dir(skill, automl_hyperparameters, custom_param_ranges, action=action)  # errors here
     template_path = skill / "references" / f"spec_template_{action}.yaml"
     template = load_yaml(template_path) if template_path.is_file() else {}
-    from mal.automl.runner import _absolute_data_paths  # one rule for data paths, shared with the local runner
 
     config = {
         "mal_version": __version__,
@@ -271,13 +208,14 @@ def create_distributed_study(
         "template": template,
         "hyperparameters": list(automl_hyperparameters) if automl_hyperparameters else None,
         "custom_param_ranges": dict(custom_param_ranges or {}),
-        "base_spec": deep_merge(template, nest_dotted(_absolute_data_paths(spec_overrides or {}))),
+        "base_spec": deep_merge(template, nest_dotted(absolute_data_paths(spec_overrides or {}))),
         "command": list(command) if command else None,
         "slurm": dict(slurm or {}),
         "heartbeat_interval": float(heartbeat_interval),
         "grace_period": float(grace_period),
-        "planned_trials": planned_trials(settings),
+        "planned_trials": ALGORITHMS[settings.algorithm].store_trials(settings),
         "full_budget": full_budget(settings),
+        "kill_grace": None if kill_grace is None else float(kill_grace),
     }
     space = build_space(config)
     make_algorithm(settings.algorithm, space, settings)  # an unknown or unusable algorithm fails before the store
@@ -362,13 +300,9 @@ __all__ = [
     "TrialState",
     "build_space",
     "create_distributed_study",
-    "full_budget",
     "journal_path",
     "load_distributed_study",
-    "make_pruner",
-    "make_sampler",
     "open_storage",
-    "planned_trials",
     "redact",
     "unit_params",
     "wait_ready",

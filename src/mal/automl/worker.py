@@ -17,16 +17,14 @@ dead worker's job (`mal.automl.orphans`). A retry that dies too is not retried a
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +33,16 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
+from mal.automl.algorithms import ALGORITHMS
+from mal.automl.dead_workers import fail_stale_trials, fail_trial_and_retry, study_storage
 from mal.automl.failures import Failure, classify
 from mal.automl.orphans import stop_orphaned_job
 from mal.automl.platforms.base import Platform
 from mal.automl.platforms.contract import (
-    cap_batch_size,
     count_train_samples,
     dump_yaml,
-    epoch_metrics,
 )
-from mal.automl.platforms.local import DEFAULT_COMMAND, LocalPlatform
+from mal.automl.platforms.factory import make_platform
 from mal.automl.settings import AutoMLSettings, parse_settings
 from mal.automl.space import SearchSpace
 from mal.automl.stopping import sigterm_as_interrupt
@@ -53,100 +51,14 @@ from mal.automl.storage import (
     UNIT_PREFIX,
     build_space,
     load_distributed_study,
-    make_pruner,
-    make_sampler,
     redact,
 )
+from mal.automl.trial_record import best_of
+from mal.automl.trials import log_tail, new_epochs, now, trial_spec
 from mal.automl.workspace import write_private_text
-from mal.dotted import deep_merge, set_dotted
 from mal.errors import UserError
 from mal.jobfiles import final_event, read_status_events
 from mal.redaction import redact_text, url_secrets
-
-PLATFORMS = ("local", "slurm")
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def make_platform(name: str, config: Mapping[str, Any], max_concurrent: int, **slurm_overrides: Any) -> Platform:
-    """The platform a worker runs trials on: `local` subprocesses or `slurm` batch jobs."""
-    command = config.get("command") or DEFAULT_COMMAND
-    if name == "local":
-        return LocalPlatform(max_concurrent=max_concurrent, command=command)
-    if name == "slurm":
-        from mal.automl.platforms.slurm import SlurmPlatform
-
-        settings = {"max_concurrent": max_concurrent, "command": command, **(config.get("slurm") or {})}
-        return SlurmPlatform.from_settings(settings, **slurm_overrides)
-    raise UserError(f"--platform {name!r} is unknown; choose one of {list(PLATFORMS)}.")
-
-
-def _storage(study: optuna.Study) -> Any:
-    # The study's own storage object: for SQL stores Optuna wraps the RDBStorage in a cache that must see every
-    # write this process makes, so nothing may go around it.
-    return study._storage
-
-
-def fail_trial_and_retry(study: optuna.Study, frozen: FrozenTrial, failure: Mapping[str, Any]) -> FrozenTrial | None:
-    """Fail a RUNNING trial on behalf of its (dead or leaving) worker and queue ONE retry with the same values.
-
-    Only the caller whose FAIL update the storage accepts does anything more, so two workers noticing the same
-    dead trial never queue two retries. Returns the failed trial, or None when someone else got there first.
-    """
-    storage = _storage(study)
-    tid = storage.get_trial_id_from_study_id_trial_number(
-        storage.get_study_id_from_name(study.study_name), frozen.number
-    )
-    try:
-        # Written first: a finished trial accepts no more attributes.
-        storage.set_trial_user_attr(tid, "failure", dict(failure))
-        storage.set_trial_user_attr(tid, "finished", _now())
-        if not storage.set_trial_state_values(tid, TrialState.FAIL):
-            return None
-    except UpdateFinishedTrialError:
-        return None
-    if "retry_of" not in frozen.user_attrs:
-        attrs = {"retry_of": frozen.number, "slot": frozen.user_attrs.get("slot")}
-        if "params" in frozen.user_attrs:
-            attrs["params"] = frozen.user_attrs["params"]
-        study.enqueue_trial(dict(frozen.params), user_attrs=attrs)
-    return frozen
-
-
-def fail_stale_trials(
-    study: optuna.Study,
-    grace_period: float,
-    alive: set[int] = frozenset(),
-    on_failed: Callable[[FrozenTrial], None] | None = None,
-) -> list[int]:
-    """Fail (and retry once) every running trial whose heartbeat is older than grace_period; their numbers.
-
-    on_failed(trial) runs for each trial this call failed (never for one another worker got to first)."""
-    storage = _storage(study)
-    study_id = storage.get_study_id_from_name(study.study_name)
-    now = time.time()
-    failed = []
-    for frozen in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-        if frozen.number in alive:
-            continue
-        beat = frozen.system_attrs.get(HEARTBEAT_ATTR)
-        if beat is None and frozen.datetime_start is not None:
-            beat = frozen.datetime_start.timestamp()
-        if beat is None or now - float(beat) <= grace_period:
-            continue
-        worker = frozen.user_attrs.get("worker", "its worker")
-        failure = Failure(
-            "infrastructure",
-            f"{worker} stopped sending heartbeats ({now - float(beat):.0f}s > grace period {grace_period:g}s)",
-            None,
-        )
-        if fail_trial_and_retry(study, frozen, failure.to_dict()) is not None:
-            failed.append(frozen.number)
-            if on_failed is not None:
-                on_failed(frozen)
-    return failed
 
 
 @dataclass
@@ -177,7 +89,7 @@ class WorkerSummary:
 class StudyWorker:
     """One worker of a shared study.
 
-    platform: where this worker's trials run (default: `make_platform(platform_name, ...)`).
+    platform: where this worker's trials run (default: `platforms.factory.make_platform`).
     workspace_dir: trial folders go to `workspace_dir/<study>/trials/trial_NNNN/` (shared or local disk; the
         folder and host are recorded in each trial's user attributes).
     max_concurrent: trials this worker runs at once (default: the study's automl_max_concurrent).
@@ -198,15 +110,21 @@ class StudyWorker:
     ) -> None:
         self.storage_url = str(storage)
         self.study, self.config = load_distributed_study(storage, study_name, wait=wait_for_study)
-        self.storage = _storage(self.study)
+        self.storage = study_storage(self.study)
         self.study_id = self.storage.get_study_id_from_name(study_name)
         self.settings: AutoMLSettings = parse_settings(self.config["settings"])
-        self.study.pruner = make_pruner(self.settings)
+        self.algorithm = ALGORITHMS[self.settings.algorithm]
+        self.study.pruner = self.algorithm.store_pruner(self.settings)
         self.space: SearchSpace = build_space(self.config)
         self.action = self.config.get("action", "train")
         self.metric = self.settings.metric
         self.platform = platform or make_platform(
-            platform_name, self.config, max_concurrent or self.settings.automl_max_concurrent, **slurm_overrides
+            platform_name,
+            max_concurrent=max_concurrent or self.settings.automl_max_concurrent,
+            command=self.config.get("command"),
+            kill_grace=self.config.get("kill_grace"),
+            slurm=self.config.get("slurm"),
+            **slurm_overrides,
         )
         self.platform_name = platform_name if platform is None else type(platform).__name__
         self.root = Path(workspace_dir).expanduser().resolve() / study_name
@@ -316,7 +234,9 @@ class StudyWorker:
 
     def _start(self, tid: int) -> None:
         number = self.storage.get_trial(tid).number
-        self.study.sampler = make_sampler(self.settings, number, int(self.config["planned_trials"]), self.space)
+        self.study.sampler = self.algorithm.store_sampler(
+            self.settings, number, int(self.config["planned_trials"]), self.space
+        )
         trial = optuna.trial.Trial(self.study, tid)
         self.storage.set_trial_system_attr(tid, HEARTBEAT_ATTR, time.time())
         unit = [trial.suggest_float(f"{UNIT_PREFIX}{name}", 0.0, 1.0) for name in self.space.names]
@@ -341,7 +261,7 @@ class StudyWorker:
             "results_dir": str(trial_dir),
             "budget": int(self.config["full_budget"]),
             "adjustments": adjustments,
-            "started": _now(),
+            "started": now(),
         }.items():
             trial.set_user_attr(key, value)
         shutil.rmtree(trial_dir / self.action, ignore_errors=True)
@@ -363,21 +283,14 @@ class StudyWorker:
         self.console.print(f"trial {number}: started{note} {_params_text(params)}")
 
     def _trial_spec(self, params: Mapping[str, Any], trial_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        spec = deep_merge(self.config["base_spec"], SearchSpace.nest(params))
-        spec["results_dir"] = str(trial_dir)
-        set_dotted(spec, "train.num_epochs", int(self.config["full_budget"]))
-        set_dotted(spec, "train.resume_training_checkpoint_path", None)
-        if self.platform.devices_per_job:
-            # The local platform hands each trial its own GPU(s) through CUDA_VISIBLE_DEVICES.
-            set_dotted(spec, "train.num_gpus", self.platform.devices_per_job)
-            set_dotted(spec, "train.gpu_ids", list(range(self.platform.devices_per_job)))
-        return spec, cap_batch_size(spec, self._sample_count)
+        budget = int(self.config["full_budget"])
+        devices = self.platform.devices_per_job
+        return trial_spec(self.config["base_spec"], params, budget, trial_dir, None, devices, self._sample_count)
 
     # == watching trials ===============================================================================================
 
     def _poll(self, running: _Running) -> None:
-        events = read_status_events(running.results_dir, self.action)
-        fresh = {e: v for e, v in epoch_metrics(events, self.metric).items() if e > running.reported_until}
+        fresh = new_epochs(running.results_dir, self.action, self.metric, running.reported_until)
         for epoch in sorted(fresh):
             running.values[epoch] = fresh[epoch]
             running.reported_until = epoch
@@ -399,32 +312,23 @@ class StudyWorker:
             self._finish(running, TrialState.FAIL, None, failure)
             return
         if status.exit_code != 0:
+            events = read_status_events(running.results_dir, self.action)
             message = (final_event(events) or {}).get("message", "")
-            self._finish(running, TrialState.FAIL, None, classify(status.exit_code, self._log_tail(running), message))
+            tail = log_tail(self.platform, running.job_id)
+            self._finish(running, TrialState.FAIL, None, classify(status.exit_code, tail, message))
             return
-        best = self._best(running.values)
+        best = best_of(running.values, self.settings.direction)
         if best is None:
             failure = Failure("metric_missing", f"the training succeeded but reported no {self.metric!r}", 0)
             self._finish(running, TrialState.FAIL, None, failure)
             return
         self._finish(running, TrialState.COMPLETE, best, None)
 
-    def _log_tail(self, running: _Running) -> str:
-        if isinstance(self.platform, LocalPlatform):
-            return self.platform.stderr_tail(running.job_id)
-        return self.platform.logs(running.job_id)
-
-    def _best(self, values: Mapping[int, float]) -> float | None:
-        finite = [v for v in values.values() if math.isfinite(v)]
-        if not finite:
-            return None
-        return max(finite) if self.settings.direction == "maximize" else min(finite)
-
     def _finish(self, running: _Running, state: TrialState, value: float | None, failure: Failure | None) -> None:
         trial = running.trial
         try:
-            trial.set_user_attr("metric", self._best(running.values))
-            trial.set_user_attr("finished", _now())
+            trial.set_user_attr("metric", best_of(running.values, self.settings.direction))
+            trial.set_user_attr("finished", now())
             trial.set_user_attr("seconds", round(time.time() - running.started, 3))
             if failure is not None:
                 trial.set_user_attr("failure", failure.to_dict())

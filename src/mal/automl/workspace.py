@@ -3,6 +3,7 @@
     run.json              what was asked: skill dir, algorithm, settings, overrides, command (secrets as ***)
     state.json            the search: algorithm state + every trial's record, written as ONE file so the two
                           never disagree after a crash
+    study.journal         the trials mirrored into an Optuna journal (`optuna-dashboard study.journal`)
     baseline.json, final_evaluation.json, preflight.json, launch_review.{json,md}, result.json
     trials/<job id>/      spec.yaml, stdout.log, stderr.log, exit_code, and the job's own outputs
     report/               report.md, report.html, plots

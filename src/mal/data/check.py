@@ -8,7 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mal.data.coco import ValidationReport, check_coco
+from mal.data.coco import check_coco
+from mal.data.coco_report import ValidationReport
 
 
 def dataset_check(

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mal.data.augment import TrainAugment
-from mal.data.coco import CocoBoxes
+from mal.data.coco_boxes import CocoBoxes
 from mal.data.crops import box_masks, crop_and_resize, expand_boxes
 from mal.data.images import read_image
 from mal.errors import DataError

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from mal.data.coco import IMAGE_DECODE_ERRORS
+from mal.data.image_checks import IMAGE_DECODE_ERRORS
 from mal.data.pixel_limit import DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_ENV, max_image_pixels, pixel_limit
 from mal.errors import DataError
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from mal.data.coco import CocoBoxes, load_coco
+from mal.data.coco import load_coco
+from mal.data.coco_boxes import CocoBoxes
 from mal.data.datasets import build_label_loader, build_train_loader
 from mal.errors import SpecError
 from mal.spec.schema import ExperimentSpec

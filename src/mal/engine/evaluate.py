@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from mal.data.coco import CocoBoxes
+from mal.data.coco_boxes import CocoBoxes
 from mal.engine.common import resolve_checkpoint
 from mal.engine.datamodule import load_val_coco
 from mal.engine.labeling import BoxLabel, ground_truth

@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mal.data.coco import CocoBoxes, load_coco
+from mal.data.coco import load_coco
+from mal.data.coco_boxes import CocoBoxes
 from mal.engine.common import resolve_checkpoint
 from mal.engine.datamodule import require
 from mal.engine.labeling import BoxLabel, ground_truth
@@ -100,7 +101,7 @@ def _label(spec: ExperimentSpec, ann_path: str, img_dir: str, out_path: Path) ->
 
 
 def _write_gallery(coco: CocoBoxes, output: dict[str, Any], labels: list[BoxLabel], out_path: Path) -> Path:
-    from mal.gallery import write_gallery
+    from mal.gallery.write import write_gallery
 
     ious = None
     if coco.has_masks:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mal.data.coco import CocoBoxes
+from mal.data.coco_boxes import CocoBoxes
 from mal.masks import RLE, paste_masks, rle_area, segmentation_to_rle, thresholds_for
 from mal.model.refine import CrfRefiner
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from mal.data.coco import CocoBoxes
+from mal.data.coco_boxes import CocoBoxes
 from mal.data.datasets import build_label_loader
 from mal.engine.checkpoint_io import load_trained_model
 from mal.engine.common import pick_device, progress

@@ -20,7 +20,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset
 
-from mal.data.coco import CocoBoxes
+from mal.data.coco_boxes import CocoBoxes
 from mal.data.crops import crop_and_resize, expand_boxes
 from mal.data.images import read_image
 from mal.engine.common import pick_device

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 
 from mal import jobfiles
-from mal.data.coco import CocoBoxes
+from mal.data.coco_boxes import CocoBoxes
 from mal.dotted import get_dotted
 from mal.engine.datamodule import MALDataModule, load_train_coco, load_val_coco
 from mal.engine.module import MALModule

@@ -27,7 +27,9 @@ MAX_SPEC_BYTES = 1_000_000
 _value_repr = reprlib.Repr()
 _value_repr.maxlevel = 2
 _value_repr.maxlist = _value_repr.maxtuple = _value_repr.maxdict = _value_repr.maxset = 4
-_value_repr.maxstring = _value_repr.maxother = 80
+# A string up to 240 characters is quoted whole: real paths (temp and cluster folders) often pass 80, and a
+# user must see the path that is wrong; only longer values are shortened.
+_value_repr.maxstring = _value_repr.maxother = 240
 
 
 def short_repr(value: Any) -> str:

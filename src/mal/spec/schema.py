@@ -2,9 +2,12 @@
 
 Key names and defaults follow NVIDIA TAO's MAL experiment spec so that TAO users can bring their files.
 JSON schemas, YAML templates and docs/SPEC.md are generated from these classes (see `mal.spec.export`).
+This module holds only the models, one class per spec section, and the constants that describe them (bounds,
+section docs, actions); it stays one module because the sections are read together as one spec. The field
+building blocks are in `mal.spec.fields`, the path checks in `mal.spec.paths`.
 
 Extra metadata for the skill layout lives in `json_schema_extra` of a field:
-- `automl_enabled`: the key may be tuned by `mal automl`.
+- `automl_enabled`: the key may be tuned by `mal automl` (set with `mal.spec.fields.automl`).
 - `automl_range`: the default search range (minimum, maximum) written to the schema; bounds in
   `Field(gt=..., le=...)` are what a spec must satisfy, the search range is what AutoML explores.
 - `math_cond`, `option_weights`, `depends_on`, `log_scale`: the TAO leaf annotations.
@@ -14,28 +17,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-
-def _must_be_odd(value: int) -> int:
-    if value % 2 == 0:
-        raise ValueError(f"must be odd, got {value}")
-    return value
-
-
-OddKernel = Annotated[int, AfterValidator(_must_be_odd)]
-"""A CRF window size: odd, so the window has a centre pixel."""
-
-
-def _expand_home(value: str | None) -> str | None:
-    # `~/x` must mean the home folder, as it does for the data paths, not a folder named `~` in the working dir.
-    return os.path.expanduser(value) if value else value
+from mal.spec.fields import OddKernel, automl
+from mal.spec.paths import expand_home, output_file_problem
 
 ARCHS = ("vit-tiny/16", "vit-small/16", "vit-mae-base/16", "vit-mae-large/16", "vit-mae-huge/14")
-ARCH_DEPTHS = {"vit-tiny/16": 12, "vit-small/16": 12, "vit-mae-base/16": 12, "vit-mae-large/16": 24,
-               "vit-mae-huge/14": 32}
+ARCH_DEPTHS = {
+    "vit-tiny/16": 12,
+    "vit-small/16": 12,
+    "vit-mae-base/16": 12,
+    "vit-mae-large/16": 24,
+    "vit-mae-huge/14": 32,
+}
 """Transformer blocks of each backbone (mal.model.backbone.ARCHS, kept here so that loading a spec needs no torch)."""
 
 MAX_SEED = 2**32 - 1
@@ -44,70 +40,13 @@ MAX_SEED = 2**32 - 1
 MAX_EPOCHS = 100000
 
 
-def _local_file(source: str) -> Path | None:
-    """The file a data path names on this machine (None for a URL: no local output can be that)."""
-    if source.startswith("file://"):
-        source = source[len("file://"):]
-    elif "://" in source:
-        return None
-    return Path(source).expanduser()
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)  # also through symlinks and hard links
-    except OSError:  # one of them does not exist (yet): compare where they would be
-        return a.resolve() == b.resolve()
-
-
-def output_file_problem(out_path: Path, inputs: dict[str, str | None]) -> str | None:
-    """Why `out_path` cannot take an output file: a folder, inside a file, or one of the input files (key -> path),
-    whose content the output would replace. None when it can."""
-    if out_path.is_dir():
-        return f"is a folder; give a file path such as {out_path / 'labels.json'}"
-    for parent in out_path.parents:
-        if parent.exists() or parent.is_symlink():
-            if not parent.is_dir():
-                return f"is inside {parent}, which is a file, not a folder; give another path"
-            break
-    for key, source in inputs.items():
-        local = _local_file(source) if source else None
-        if local is not None and _same_file(out_path, local):
-            return (f"is the input annotation file {key} = {source}; writing the labels there would replace its "
-                    "ground truth: set inference.label_dump_path to another file")
-    return None
-
-
-def automl(
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    log: bool | None = None,
-    math_cond: str | None = None,
-    option_weights: list[float] | None = None,
-    depends_on: str | None = None,
-) -> dict[str, Any]:
-    """Metadata marking a field as tunable, with its default search range."""
-    extra: dict[str, Any] = {"automl_enabled": True}
-    if low is not None and high is not None:
-        extra["automl_range"] = [low, high]
-    if log is not None:
-        extra["log_scale"] = log
-    if math_cond:
-        extra["math_cond"] = math_cond
-    if option_weights:
-        extra["option_weights"] = option_weights
-    if depends_on:
-        extra["depends_on"] = depends_on
-    return extra
-
-
 class Section(BaseModel):
     """Base of every spec section: unknown keys are errors, assignments are validated, and no number is NaN or
     infinite (none has a meaning here, and each would crash or poison training long after the spec was read)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True,
-                              allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, use_attribute_docstrings=True, allow_inf_nan=False
+    )
 
 
 class DatasetConfig(Section):
@@ -134,7 +73,7 @@ class DatasetConfig(Section):
     cache_dir: str | None = None
     """Where archives and remote data are staged (default: $MAL_CACHE_DIR or ~/.cache/mal)."""
 
-    _home_cache = field_validator("cache_dir")(_expand_home)
+    _home_cache = field_validator("cache_dir")(expand_home)
 
     @model_validator(mode="after")
     def _max_above_min(self) -> DatasetConfig:
@@ -150,7 +89,8 @@ class ModelConfig(Section):
     arch: Literal[ARCHS] = "vit-mae-base/16"  # type: ignore[valid-type]
     """Backbone: a ViT from timm. vit-tiny/16 and vit-small/16 run on a laptop CPU."""
     frozen_stages: list[Annotated[int, Field(ge=-1, le=max(ARCH_DEPTHS.values()))]] = Field(
-        default_factory=lambda: [-1])
+        default_factory=lambda: [-1]
+    )
     """Backbone stages kept frozen: -1 none, 0 the patch embedding, k the embedding and the first k blocks (k at
     most the depth of model.arch: 12 blocks, 24 for vit-mae-large/16, 32 for vit-mae-huge/14)."""
     mask_head_num_convs: int = Field(4, ge=1, le=8)
@@ -212,7 +152,8 @@ class TrainConfig(Section):
     optim_momentum: float = Field(0.9, gt=0.0, lt=1.0)
     """TAO compatibility: AdamW's beta1 when optim_betas is not given."""
     optim_betas: list[Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(
-        default_factory=lambda: [0.9, 0.9], min_length=2, max_length=2)
+        default_factory=lambda: [0.9, 0.9], min_length=2, max_length=2
+    )
     """AdamW betas (beta1, beta2), each in [0, 1)."""
     optim_eps: float = Field(1e-8, gt=0.0)
     """AdamW epsilon."""
@@ -258,7 +199,7 @@ class TrainConfig(Section):
     num_threads: int = Field(0, ge=0, le=1024)
     """CPU threads for torch (0: torch's default)."""
 
-    _home_weights = field_validator("resume_training_checkpoint_path", "pretrained_model_path")(_expand_home)
+    _home_weights = field_validator("resume_training_checkpoint_path", "pretrained_model_path")(expand_home)
 
     @field_validator("margin_rate", "test_margin_rate")
     @classmethod
@@ -306,7 +247,7 @@ class TestTimeConfig(Section):
     crf_refine_zeta: float = Field(0.1, gt=0.0, le=10.0)
     """Colour bandwidth of the test-time refinement on ImageNet-normalised pixels (like train.crf_zeta)."""
 
-    _home_checkpoint = field_validator("checkpoint")(_expand_home)
+    _home_checkpoint = field_validator("checkpoint")(expand_home)
 
 
 class EvaluateConfig(TestTimeConfig):
@@ -328,7 +269,7 @@ class InferenceConfig(TestTimeConfig):
     backend: Literal["torch", "onnxruntime"] = "torch"
     """Run the network with PyTorch or with ONNX Runtime on an exported model (export.onnx_file)."""
 
-    _home_labels = field_validator("label_dump_path")(_expand_home)
+    _home_labels = field_validator("label_dump_path")(expand_home)
 
 
 class ExportConfig(Section):
@@ -341,7 +282,7 @@ class ExportConfig(Section):
     batch_size: int = Field(-1, ge=-1, le=4096)
     """-1: dynamic batch dimension; otherwise a fixed batch size (at least 1)."""
 
-    _home_export = field_validator("checkpoint", "onnx_file")(_expand_home)
+    _home_export = field_validator("checkpoint", "onnx_file")(expand_home)
 
     @field_validator("batch_size")
     @classmethod
@@ -401,7 +342,7 @@ class PretrainConfig(Section):
     """Where the backbone weights go (default: results_dir/pretrain/mae_backbone.pth); give it to
     train.pretrained_model_path."""
 
-    _home_pretrain = field_validator("checkpoint_path")(_expand_home)
+    _home_pretrain = field_validator("checkpoint_path")(expand_home)
 
     @model_validator(mode="after")
     def _decoder_shape(self) -> PretrainConfig:
@@ -453,8 +394,11 @@ class ExperimentSpec(Section):
 
     def annotation_inputs(self) -> dict[str, str | None]:
         """The annotation files the spec reads (key -> path): no output may be written over them."""
-        return {"inference.ann_path": self.inference.ann_path, "dataset.train_ann_path": self.dataset.train_ann_path,
-                "dataset.val_ann_path": self.dataset.val_ann_path}
+        return {
+            "inference.ann_path": self.inference.ann_path,
+            "dataset.train_ann_path": self.dataset.train_ann_path,
+            "dataset.val_ann_path": self.dataset.val_ann_path,
+        }
 
 
 SECTION_DOCS = {

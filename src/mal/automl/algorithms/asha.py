@@ -16,13 +16,23 @@ import math
 from typing import Any
 
 from mal.automl.algorithms.base import Recommendation, SearchAlgorithm, Trial, ranked
-from mal.automl.algorithms.hyperband import hyperband_brackets
+from mal.automl.algorithms.hyperband import hyperband_brackets, min_budget
+from mal.automl.settings import AutoMLSettings
 
 
 class ASHA(SearchAlgorithm):
     name = "asha"
     shared_store = True
     samples_in_store = False
+    configs_on_store = "automl_max_trials"
+
+    @classmethod
+    def store_pruner(cls, settings: AutoMLSettings) -> Any:
+        """Optuna's asynchronous successive halving from the smallest Hyperband budget."""
+        from optuna.pruners import SuccessiveHalvingPruner
+
+        eta = settings.automl_reduction_factor
+        return SuccessiveHalvingPruner(min_resource=min_budget(settings), reduction_factor=eta)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -102,6 +102,34 @@ class SearchAlgorithm(ABC):
     """On a shared store, whether its sampler proposes from the stored trials (else configurations are drawn up
     front, reproducibly from the seed)."""
 
+    # -- on a shared store (`mal automl worker`) -----------------------------------------------------------------
+
+    configs_on_store: ClassVar[str] = "automl_max_recommendations"
+    """The setting that says how many configurations a shared store queues (successive-halving searches count
+    configurations with automl_max_trials, falling back to automl_max_recommendations)."""
+
+    @classmethod
+    def store_trials(cls, settings: AutoMLSettings) -> int:
+        """Trials the study queues in the store (retries of dead workers' trials come on top)."""
+        return getattr(settings, cls.configs_on_store) or settings.automl_max_recommendations
+
+    @classmethod
+    def store_pruner(cls, settings: AutoMLSettings) -> Any:
+        """The Optuna pruner the workers ask after every epoch; a full-fidelity search never stops a trial."""
+        from optuna.pruners import NopPruner
+
+        return NopPruner()
+
+    @classmethod
+    def store_sampler(cls, settings: AutoMLSettings, trial_number: int, planned: int, space: SearchSpace) -> Any:
+        """The Optuna sampler a worker proposes trial `trial_number` with. For searches that do not sample in the
+        store the values were drawn when the study was created, and this only fills in the unit keys."""
+        from optuna.samplers import RandomSampler
+
+        from mal.automl.algorithms._store_sampler import trial_seed
+
+        return RandomSampler(seed=trial_seed(settings, trial_number))
+
     def __init__(
         self, space: SearchSpace, settings: AutoMLSettings | Mapping[str, Any] | None = None, seed: int | None = None
     ) -> None:

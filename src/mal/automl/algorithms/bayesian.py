@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from mal.automl.algorithms._full_fidelity import FullFidelitySearch
+from mal.automl.settings import AutoMLSettings
 from mal.automl.space import SearchSpace
 
 _SQRT5 = math.sqrt(5.0)
@@ -30,6 +31,14 @@ class BayesianSearch(FullFidelitySearch):
     name = "bayesian"
     shared_store = True
     samples_in_store = True
+
+    @classmethod
+    def store_sampler(cls, settings: AutoMLSettings, trial_number: int, planned: int, space: SearchSpace) -> Any:
+        """The same GP search, refitted from the store with running trials as kriging believers."""
+        from mal.automl.algorithms._store_sampler import UNIT_PREFIX
+        from mal.automl.algorithms.bayesian_store import SharedGPSampler
+
+        return SharedGPSampler(space, settings.seed, planned, settings.direction, UNIT_PREFIX)
 
     def n_startup(self) -> int:
         return gp_startup_count(self.max_trials(), len(self.space))

@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from mal.automl.algorithms.hyperband import Bracket, Hyperband, Rung
+from mal.automl.algorithms.hyperband import Bracket, Hyperband, Rung, rung_budgets
+from mal.automl.settings import AutoMLSettings
+from mal.automl.space import SearchSpace
 
 RANDOM_FRACTION = 1 / 3
 BANDWIDTH_FACTOR = 3.0
@@ -31,6 +33,17 @@ class BOHB(Hyperband):
     name = "bohb"
     shared_store = True
     samples_in_store = True
+
+    @classmethod
+    def store_sampler(cls, settings: AutoMLSettings, trial_number: int, planned: int, space: SearchSpace) -> Any:
+        """The same BOHB model, built per budget from the epochs every trial in the store has reported."""
+        from mal.automl.algorithms._store_sampler import UNIT_PREFIX
+        from mal.automl.algorithms.bohb_store import SharedBOHBSampler
+
+        return SharedBOHBSampler(
+            space, settings.seed, settings.direction, rung_budgets(settings), settings.automl_min_points_in_model,
+            settings.automl_top_n_percent, settings.automl_kde_samples, UNIT_PREFIX,
+        )  # fmt: skip
 
     def _split(self, n: int) -> tuple[int, int]:
         return split_sizes(n, self.settings.automl_min_points_in_model, self.settings.automl_top_n_percent)
@@ -66,9 +79,7 @@ def split_sizes(n: int, min_points: int, top_n_percent: float) -> tuple[int, int
 
 def ready_budget(counts: Mapping[int, int], min_points: int, top_n_percent: float, dim: int) -> int | None:
     """The largest budget with `counts[budget]` observations enough for both densities, or None."""
-    ready = [
-        b for b, n in counts.items() if n >= min_points and min(split_sizes(n, min_points, top_n_percent)) > dim
-    ]
+    ready = [b for b, n in counts.items() if n >= min_points and min(split_sizes(n, min_points, top_n_percent)) > dim]
     return max(ready) if ready else None
 
 
@@ -83,7 +94,7 @@ def bohb_proposal(
     """BOHB's choice of a new configuration from (unit-cube point, score) observations per budget, higher scores
     better, in the order they arrived. Returns (None, info) for a random configuration (no budget has a model
     yet, or the random fraction), else the unit-cube point with the best l(x)/g(x). One process (`BOHB`) and a
-    shared store (`mal.automl.bohb_sampler`) both call this, so they choose alike from the same observations."""
+    shared store (`algorithms.bohb_store`) both call this, so they choose alike from the same observations."""
     budget = ready_budget({b: len(o) for b, o in observations.items()}, min_points, top_n_percent, dim)
     if budget is None or rng.random() < RANDOM_FRACTION:
         return None, {"source": "random", "model_budget": budget}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mal.automl.algorithms.base import Recommendation, SearchAlgorithm, Trial, ranked
+from mal.automl.settings import AutoMLSettings
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,26 @@ def hyperband_brackets(max_resource: float, eta: int) -> list[BracketPlan]:
     return plans
 
 
+def full_budget(settings: AutoMLSettings) -> int:
+    return settings.automl_max_epochs * settings.epoch_multiplier
+
+
+def min_budget(settings: AutoMLSettings) -> int:
+    """The first rung of successive halving: the smallest budget of Hyperband's most aggressive bracket."""
+    first = hyperband_brackets(settings.automl_max_epochs, settings.automl_reduction_factor)[0].resources[0]
+    return max(1, round(first * settings.epoch_multiplier))
+
+
+def rung_budgets(settings: AutoMLSettings) -> list[int]:
+    """The budgets at which the pruners judge a trial (the smallest Hyperband budget times eta^k), then the full
+    budget: where `bohb` on a store keeps its per-budget observations."""
+    budgets, rung = [], min_budget(settings)
+    while rung < full_budget(settings):
+        budgets.append(rung)
+        rung *= settings.automl_reduction_factor
+    return [*budgets, full_budget(settings)]
+
+
 @dataclass
 class Rung:
     budget: int
@@ -71,6 +92,16 @@ class Hyperband(SearchAlgorithm):
     name = "hyperband"
     shared_store = True
     samples_in_store = False
+    configs_on_store = "automl_max_trials"
+
+    @classmethod
+    def store_pruner(cls, settings: AutoMLSettings) -> Any:
+        """Optuna's Hyperband pruner over the same brackets (asynchronous: it stops trials, never resumes them)."""
+        from optuna.pruners import HyperbandPruner
+
+        eta = settings.automl_reduction_factor
+        return HyperbandPruner(min_resource=min_budget(settings), max_resource=full_budget(settings),
+                               reduction_factor=eta)  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

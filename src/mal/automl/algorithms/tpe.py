@@ -17,6 +17,7 @@ from optuna.trial import TrialState, create_trial
 
 from mal.automl.algorithms._full_fidelity import FullFidelitySearch
 from mal.automl.algorithms.base import Trial
+from mal.automl.settings import AutoMLSettings
 from mal.automl.space import Param, SearchSpace
 
 
@@ -24,6 +25,16 @@ class TPESearch(FullFidelitySearch):
     name = "tpe"
     shared_store = True
     samples_in_store = True
+
+    @classmethod
+    def store_sampler(cls, settings: AutoMLSettings, trial_number: int, planned: int, space: SearchSpace) -> Any:
+        """Optuna's TPE with a constant liar: running trials count as bad, so parallel workers spread out."""
+        from mal.automl.algorithms._store_sampler import trial_seed
+
+        startup = min(10, max(2, planned // 3))
+        return optuna.samplers.TPESampler(
+            seed=trial_seed(settings, trial_number), constant_liar=True, multivariate=True, n_startup_trials=startup
+        )
 
     def n_startup(self) -> int:
         return min(10, max(5, 2 * len(self.space)))

@@ -1,7 +1,8 @@
 """What the store-backed samplers share: Optuna sees each searched key as a float in [0, 1] under a prefix, and a
 sampler proposes the whole unit-cube point at once from the other trials in the store.
 
-`mal.automl.gp_sampler` (bayesian) and `mal.automl.bohb_sampler` (bohb) subclass `UnitCubeSampler` and write only
+`mal.automl.algorithms.bayesian_store` (bayesian) and `mal.automl.algorithms.bohb_store` (bohb) subclass
+`UnitCubeSampler` and write only
 `propose`: the single-process algorithm's choice, made from the trials the store holds.
 """
 
@@ -17,7 +18,17 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial
 
+from mal.automl.settings import AutoMLSettings
 from mal.automl.space import SearchSpace
+
+# Optuna sees each searched key as a float in [0, 1] named with this prefix (`SearchSpace.to_unit`).
+UNIT_PREFIX = "u:"
+
+
+def trial_seed(settings: AutoMLSettings, trial_number: int) -> int:
+    """A seed per trial: two workers proposing at the same moment never draw the same stream, and the same
+    history gives the same proposal."""
+    return int(np.random.SeedSequence([settings.seed, trial_number]).generate_state(1)[0])
 
 
 class UnitCubeSampler(BaseSampler):

@@ -15,9 +15,9 @@ import numpy as np
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
+from mal.automl.algorithms._store_sampler import UnitCubeSampler
 from mal.automl.algorithms.bayesian import gp_proposal, gp_startup_count
 from mal.automl.space import SearchSpace
-from mal.automl.store_sampler import UnitCubeSampler
 
 
 class SharedGPSampler(UnitCubeSampler):

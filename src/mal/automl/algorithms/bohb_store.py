@@ -20,9 +20,9 @@ import numpy as np
 from optuna.study import Study
 from optuna.trial import FrozenTrial
 
+from mal.automl.algorithms._store_sampler import UnitCubeSampler
 from mal.automl.algorithms.bohb import bohb_proposal
 from mal.automl.space import SearchSpace
-from mal.automl.store_sampler import UnitCubeSampler
 
 
 def observation_at_budgets(values: Mapping[int, float], budgets: Sequence[int]) -> dict[int, float]:

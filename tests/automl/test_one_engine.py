@@ -1,0 +1,111 @@
+"""Local and shared studies are one engine: a local study is an Optuna study (its journal opens in a real
+optuna-dashboard), and one worker on a shared store runs the trials a local study of the same seed runs."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from rich.console import Console
+
+from mal.automl.storage import create_distributed_study
+from mal.automl.study_journal import JOURNAL_FILE, record_from_frozen
+from mal.automl.worker import StudyWorker
+from support.services import free_port
+from support.study import dummy_command, make_skill_dir, quiet_runner, spec_overrides
+
+SETTINGS = {
+    "algorithm": "random",
+    "automl_max_recommendations": 4,
+    "automl_max_epochs": 2,
+    "automl_max_concurrent": 1,
+    "run_baseline": False,
+    "run_final_evaluation": False,
+    "seed": 11,
+}
+
+
+@pytest.fixture(scope="module")
+def local_study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("local")
+    result = quiet_runner(root, max_concurrent=1).run(automl_settings=SETTINGS, spec_overrides=spec_overrides(root))
+    return result, Path(result["workspace"])
+
+
+def test_a_local_study_keeps_every_trial_in_an_optuna_journal(local_study):
+    result, run_dir = local_study
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(run_dir / JOURNAL_FILE)))
+    study = optuna.load_study(storage=storage, study_name=run_dir.name)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert [t.value for t in trials] == [h["metric"] for h in result["history"]]
+    assert [t.params for t in trials] == [h["params"] for h in result["history"]]
+    assert all(sorted(t.intermediate_values) == [1, 2] for t in trials)
+    # The same record, read back from the journal, is what the report shows.
+    assert [record_from_frozen(t).entry() for t in trials] == result["history"]
+
+
+def test_optuna_dashboard_serves_a_finished_local_study(local_study):
+    result, run_dir = local_study
+    dashboard = shutil.which("optuna-dashboard", path=str(Path(optuna.__file__).parents[4] / "bin"))
+    assert dashboard, "optuna-dashboard is a dev dependency: pip install -e '.[dev]'"
+    port = free_port()
+    server = subprocess.Popen(
+        [dashboard, str(run_dir / JOURNAL_FILE), "--host", "127.0.0.1", "--port", str(port), "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        studies = _get_json(f"http://127.0.0.1:{port}/api/studies", server)["study_summaries"]
+        assert [s["study_name"] for s in studies] == [run_dir.name]
+        detail = _get_json(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}?after=0", server)
+        trials = sorted(detail["trials"], key=lambda t: t["number"])
+        assert [t["state"] for t in trials] == ["Complete"] * 4
+        assert [t["values"] for t in trials] == [[h["metric"]] for h in result["history"]]
+        for trial, entry in zip(trials, result["history"]):
+            shown = {p["name"]: float(p["param_external_value"]) for p in trial["params"]}
+            assert shown == pytest.approx(entry["params"])
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _get_json(url: str, server: subprocess.Popen) -> dict:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.loads(response.read())
+        except OSError:
+            if server.poll() is not None:
+                raise AssertionError(f"optuna-dashboard exited: {server.stderr.read().decode()[-2000:]}") from None
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_one_worker_on_a_shared_store_runs_the_trials_a_local_study_runs(local_study, tmp_path):
+    result, _ = local_study
+    create_distributed_study(
+        str(tmp_path / "study.journal"), "same", make_skill_dir(tmp_path), SETTINGS, spec_overrides(tmp_path),
+        command=dummy_command(),
+    )  # fmt: skip
+    worker = StudyWorker(
+        str(tmp_path / "study.journal"), "same", workspace_dir=tmp_path / "ws", poll_interval=0.05,
+        console=Console(file=io.StringIO()),
+    )  # fmt: skip
+    worker.run()
+    shared = [record_from_frozen(t) for t in optuna.load_study(
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+            str(tmp_path / "study.journal"))), study_name="same").get_trials()]  # fmt: skip
+    local = result["history"]
+    assert [r.params for r in shared] == [h["params"] for h in local]
+    assert [r.budget for r in shared] == [h["budget"] for h in local]
+    assert [r.metric for r in shared] == pytest.approx([h["metric"] for h in local])
+    assert [r.epochs for r in shared] == [dict(h["epochs"]) for h in local]

@@ -13,9 +13,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from rich.console import Console
 
-from mal.automl.storage import create_distributed_study
+from mal.automl import AutoMLRunner
+from mal.automl.cli import main as automl_main
+from mal.automl.platforms.store import StorePlatform
+from mal.automl.scheduled import run_scheduled_study
+from mal.automl.storage import create_distributed_study, open_storage
 from mal.automl.study_journal import JOURNAL_FILE, record_from_frozen
 from mal.automl.worker import StudyWorker
 from support.services import free_port
@@ -109,3 +114,67 @@ def test_one_worker_on_a_shared_store_runs_the_trials_a_local_study_runs(local_s
     assert [r.budget for r in shared] == [h["budget"] for h in local]
     assert [r.metric for r in shared] == pytest.approx([h["metric"] for h in local])
     assert [r.epochs for r in shared] == [dict(h["epochs"]) for h in local]
+
+
+HYPERBAND = {**SETTINGS, "algorithm": "hyperband", "automl_max_epochs": 4, "automl_reduction_factor": 2}
+
+
+def _trials(result: dict) -> list[tuple]:
+    return [(h["params"], h["budget"], h["resume_from"], h["status"], h["metric"]) for h in result["history"]]
+
+
+def test_one_worker_on_a_shared_store_runs_the_hyperband_trials_a_local_study_runs(tmp_path):
+    """Hyperband on a store is the local study itself, its jobs handed to the workers: same brackets, same
+    promotions from the same checkpoints, same metrics."""
+    local_root, shared_root = tmp_path / "local", tmp_path / "shared"
+    local_root.mkdir()
+    shared_root.mkdir()
+    local = quiet_runner(local_root, max_concurrent=1).run(
+        automl_settings=HYPERBAND, spec_overrides=spec_overrides(local_root)
+    )
+    url = str(shared_root / "study.journal")
+    study = create_distributed_study(url, "hb", make_skill_dir(shared_root), HYPERBAND, spec_overrides(shared_root),
+                                     command=dummy_command())  # fmt: skip
+    assert study.user_attrs["mal:config"]["scheduler"] is True and not study.get_trials()
+    runner = AutoMLRunner(
+        skill_dir=make_skill_dir(shared_root), platform=StorePlatform(url, "hb", max_concurrent=1),
+        workspace_dir=shared_root / "ws", poll_interval=0.05, console=Console(file=io.StringIO()),
+    )  # fmt: skip
+    worker = StudyWorker(url, "hb", workspace_dir=shared_root / "workers", poll_interval=0.05,
+                         console=Console(file=io.StringIO()))  # fmt: skip
+    shared = run_scheduled_study(
+        runner, {"automl_settings": HYPERBAND, "spec_overrides": spec_overrides(shared_root)}, worker
+    )
+    assert len(local["history"]) == 14 and any(h["resume_from"] is not None for h in local["history"])
+    assert _trials(shared) == _trials(local)
+    # Every job ran on the worker, as a trial of the shared study, and the worker left when the scheduler was done.
+    jobs = optuna.load_study(storage=open_storage(url), study_name="hb").get_trials()
+    assert sorted(t.user_attrs["job_id"] for t in jobs) == sorted(h["job_id"] for h in shared["history"])
+    assert all(t.user_attrs["exit_code"] == 0 and t.user_attrs["worker"] == worker.worker_id for t in jobs)
+    assert sorted(worker.summary.completed) == [t.number for t in jobs]
+
+
+def test_the_cli_runs_a_scheduled_study_and_resumes_its_scheduler(tmp_path, capsys):
+    """`mal automl run --storage` with hyperband: the scheduler and a worker in one process; the run folder keeps
+    where its jobs go (owner-only), and `mal automl resume` of that folder goes back to the same store."""
+    study = tmp_path / "automl.yaml"
+    study.write_text(yaml.safe_dump({
+        "workspace_dir": str(tmp_path / "ws"), "skill_dir": str(make_skill_dir(tmp_path)), "algorithm": "hyperband",
+        "automl_settings": {**HYPERBAND, "automl_max_epochs": 2}, "spec_overrides": spec_overrides(tmp_path),
+        "command": dummy_command(), "poll_interval": 0.05,
+    }))  # fmt: skip
+    url = str(tmp_path / "store.journal")
+    assert automl_main(["run", "-e", str(study), "--storage", url, "--study", "hb", "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert "runs one scheduler (its hyperband search) in this process" in out
+    run_dir = next((tmp_path / "ws").glob("run_*"))
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["phase"] == "done" and result["best"]["metric_value"] is not None
+    store_file = run_dir / "store.json"
+    assert json.loads(store_file.read_text()) == {"storage": url, "study": "hb"}
+    assert store_file.stat().st_mode & 0o077 == 0
+    jobs = optuna.load_study(storage=open_storage(url), study_name="hb").get_trials()
+    assert {t.user_attrs["job_id"] for t in jobs} == {h["job_id"] for h in result["history"]}
+    # Resuming the finished scheduler changes nothing and ends at once, worker included.
+    assert automl_main(["resume", str(run_dir), "--yes"]) == 0
+    assert len(optuna.load_study(storage=open_storage(url), study_name="hb").get_trials()) == len(jobs)

@@ -191,8 +191,11 @@ def test_enqueued_values_run_first_and_the_cli_reads_the_store(tmp_path):
 def test_refusals_name_the_problem(tmp_path):
     with pytest.raises(UserError, match="database is locked"):
         open_storage(f"sqlite:///{tmp_path}/x.db")
-    with pytest.raises(SpecError, match="cannot run on a shared store"):
-        _create(tmp_path, settings={"algorithm": "pbt"})
+    with pytest.raises(SpecError, match="through one scheduler, which asks the algorithm for every configuration"):
+        _create(tmp_path, name="p", settings={"algorithm": "pbt"}, enqueue=[{"train.lr": 2e-6}])
+    # Without values to queue, pbt gets a scheduled study: nothing queued, the runner submits every job.
+    scheduled = _create(tmp_path, name="p", settings={"algorithm": "pbt"})
+    assert scheduled.user_attrs["mal:config"]["scheduler"] is True and scheduled.get_trials() == []
     with pytest.raises(SpecError, match="grace_period"):
         create_distributed_study(
             str(tmp_path / "g.journal"), "g", make_skill_dir(tmp_path), heartbeat_interval=10, grace_period=15

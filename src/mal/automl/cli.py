@@ -32,6 +32,14 @@ from typing import Any
 
 from rich.console import Console
 
+from mal.automl.cli_shared import (
+    distributed_target,
+    print_summary,
+    resume_scheduled,
+    run_distributed,
+    status_distributed,
+)
+from mal.automl.cli_shared import worker_command as _worker
 from mal.automl.stopping import TerminatedError, sigterm_as_interrupt
 from mal.automl.study_file import command_problem, generate_skill_dir, read_study_file, shown, study_value
 from mal.errors import UserError
@@ -119,7 +127,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if skill_dir is None:
         skill_dir = generate_skill_dir(workspace_dir / "skill")
     if args.storage or args.study:
-        return _run_distributed(args, study, Path(skill_dir), settings, workspace_dir, console)
+        return run_distributed(args, study, Path(skill_dir), settings, workspace_dir, console)
     runner = AutoMLRunner(
         skill_dir=skill_dir,
         platform=platform,
@@ -136,107 +144,20 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         custom_param_ranges=study.get("custom_param_ranges"),
         yes=args.yes,
     )
-    _print_summary(result, console)
+    print_summary(result, console)
     return 0
-
-
-def _run_distributed(
-    args: argparse.Namespace,
-    study: Mapping[str, Any],
-    skill_dir: Path,
-    settings: dict[str, Any],
-    workspace_dir: Path,
-    console: Console,
-) -> int:
-    from mal.automl.storage import create_distributed_study, redact
-    from mal.automl.worker import StudyWorker
-
-    name = args.study or args.spec.stem
-    storage = args.storage or str(workspace_dir / f"{name}.journal")
-    if study.get("algorithm") is not None:
-        settings.setdefault("algorithm", study["algorithm"])
-    workspace_dir.mkdir(parents=True, exist_ok=True)
-    create_distributed_study(
-        storage,
-        name,
-        skill_dir,
-        automl_settings=settings,
-        spec_overrides=study.get("spec_overrides"),
-        automl_hyperparameters=study.get("hyperparameters") or study.get("automl_hyperparameters"),
-        custom_param_ranges=study.get("custom_param_ranges"),
-        command=study.get("command"),
-        slurm=study.get("slurm"),
-        heartbeat_interval=float(study_value(study, "heartbeat_interval", 10.0)),
-        grace_period=float(study_value(study, "grace_period", 60.0)),
-        kill_grace=study.get("kill_grace"),
-    )
-    console.print(
-        f"study {name!r} is ready in {redact(storage)}; add workers with "
-        f"`mal automl worker --storage {redact(storage)} --study {name}`"
-    )
-    if args.create_only:
-        return 0
-    StudyWorker(
-        storage,
-        name,
-        platform_name=study_value(study, "platform", "local"),
-        workspace_dir=workspace_dir,
-        poll_interval=args.poll_interval or float(study_value(study, "poll_interval", 2.0)),
-        console=console,
-    ).run()
-    return _status_distributed(storage, name, False, console)
-
-
-def _worker(args: argparse.Namespace, console: Console) -> int:
-    from mal.automl.worker import StudyWorker
-
-    StudyWorker(
-        args.storage,
-        args.study,
-        platform_name=args.platform,
-        workspace_dir=args.workspace,
-        poll_interval=args.poll_interval,
-        max_concurrent=args.max_concurrent,
-        console=console,
-        wait_for_study=args.wait,
-        partition=args.partition,
-        account=args.account,
-        time_limit=args.time_limit,
-    ).run()
-    return 0
-
-
-def _status_distributed(storage: str, study: str, as_json: bool, console: Console) -> int:
-    from mal.automl.distributed_report import distributed_result, summary_line
-    from mal.automl.report import trials_table
-
-    result = distributed_result(storage, study)
-    if as_json:
-        print(json.dumps(result, indent=2, default=str))
-        return 0
-    console.print(trials_table(result["history"], title=f"{study} ({result['storage']})"))
-    console.print(summary_line(result))
-    return 0
-
-
-def _distributed_target(args: argparse.Namespace) -> tuple[str, str] | None:
-    if args.storage is None and args.study is None:
-        if args.run_dir is None:
-            raise UserError(f"mal automl {args.command} needs a RUN_DIR, or --storage and --study.")
-        return None
-    if args.storage is None or args.study is None:
-        raise UserError(f"mal automl {args.command} of a distributed study needs both --storage and --study.")
-    return args.storage, args.study
 
 
 def _resume(args: argparse.Namespace, console: Console) -> int:
     from mal.automl.platforms.local import DEFAULT_COMMAND, LocalPlatform
-    from mal.automl.runner import AutoMLRunner
+    from mal.automl.runner import STORE_FILE, AutoMLRunner
     from mal.automl.workspace import RUN_FILE, Workspace
 
     _check_poll_interval(args)
     workspace = Workspace.open(args.run_dir)
     config = _read_run_file(workspace.root / RUN_FILE)
+    if workspace.path(STORE_FILE).is_file():
+        return resume_scheduled(args, workspace, config, console)
     platform = LocalPlatform(
         max_concurrent=config["settings"]["automl_max_concurrent"], command=config.get("command") or DEFAULT_COMMAND
     )
@@ -248,7 +169,7 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
         live=console.is_terminal and not args.no_live,
     )
     result = runner.run(resume=True, yes=args.yes)
-    _print_summary(result, console)
+    print_summary(result, console)
     return 0
 
 
@@ -271,28 +192,12 @@ def _read_run_file(path: Path) -> dict[str, Any]:
     return config
 
 
-def _print_summary(result: Mapping[str, Any], console: Console) -> None:
-    if result["phase"] == "declined":
-        console.print(
-            f"launch declined; nothing ran. Launch it later with `mal automl resume {result['workspace']}` "
-            f"(it shows the review again)."
-        )
-        return
-    best, final, baseline = result["best"], result["final_evaluation"], result["baseline"]
-    metric = result.get("metric") or "metric"
-    console.print(f"study: {result['workspace']} ({result['phase']})")
-    console.print(f"baseline {metric}: {baseline.get('metric_value')} ({baseline['status']})")
-    console.print(f"best {metric}: {best['metric_value']} ({best['job_id']}, checkpoint {best['checkpoint']})")
-    console.print(f"final evaluation: {final.get('metric_value')} ({final['status']})")
-    console.print(f"report: {result['report']}")
-
-
 def _status(args: argparse.Namespace, console: Console) -> int:
     from mal.automl.report import study_result, trials_table
 
-    target = _distributed_target(args)
+    target = distributed_target(args)
     if target is not None:
-        return _status_distributed(*target, args.json, console)
+        return status_distributed(*target, args.json, console)
     result = study_result(args.run_dir)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
@@ -312,7 +217,7 @@ def _status(args: argparse.Namespace, console: Console) -> int:
 def _report(args: argparse.Namespace, console: Console) -> int:
     from mal.automl.report import write_report
 
-    target = _distributed_target(args)
+    target = distributed_target(args)
     if target is not None:
         from mal.automl.distributed_report import write_distributed_report
 

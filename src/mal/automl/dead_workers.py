@@ -42,7 +42,8 @@ def fail_trial_and_retry(study: optuna.Study, frozen: FrozenTrial, failure: Mapp
             return None
     except UpdateFinishedTrialError:
         return None
-    if "retry_of" not in frozen.user_attrs:
+    # A scheduled job is not retried here: its scheduler sees it lost and submits it again.
+    if "retry_of" not in frozen.user_attrs and not frozen.user_attrs.get("scheduled"):
         attrs = {"retry_of": frozen.number, "slot": frozen.user_attrs.get("slot")}
         if "params" in frozen.user_attrs:
             attrs["params"] = frozen.user_attrs["params"]

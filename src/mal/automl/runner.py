@@ -20,6 +20,7 @@ A trial's metric is the best value of `automl_settings.metric` its status.json r
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +41,10 @@ from mal.automl.workspace import RUN_FILE, Workspace
 from mal.errors import SpecError
 from mal.redaction import MASK, redact_tree
 
-__all__ = ["AutoMLRunner", "Hooks", "StudyStoppedError"]
+__all__ = ["STORE_FILE", "AutoMLRunner", "Hooks", "StudyStoppedError"]
+
+# In the run folder of a scheduled shared study: the store and study its jobs go to.
+STORE_FILE = "store.json"
 
 
 def _now() -> str:
@@ -125,6 +129,11 @@ class AutoMLRunner:
             StudyInputs.build(config, settings)
             workspace = Workspace.create(self.workspace_dir)
             workspace.write_json(RUN_FILE, config)
+            store_url = getattr(platform, "storage_url", None)
+            if store_url is not None:
+                # Where a scheduled study's jobs go, for `mal automl resume`; owner-only: the URL may hold a password.
+                store = {"storage": store_url, "study": getattr(platform, "study_name", None)}
+                workspace.write_input_text(STORE_FILE, json.dumps(store))
         assert workspace is not None
         self.workspace = workspace
         # SIGTERM (kill, systemd, docker stop) stops the running trainings as Ctrl-C does, for API callers too.

@@ -50,8 +50,13 @@ from mal.redaction import redact_text, redact_url, split_userinfo, url_secrets
 CONFIG_ATTR = "mal:config"
 READY_ATTR = "mal:ready"
 HEARTBEAT_ATTR = "mal:heartbeat"
+# A scheduled study's runner says here whether it still submits jobs ("running") or has finished ("done").
+SCHEDULER_ATTR = "mal:scheduler"
+# A runner asks the worker of a running job to stop it (system attribute of the job's trial).
+STOP_ATTR = "mal:stop"
 # Algorithms a shared store can run: their state is the trials themselves (samplers/pruners read it from the store).
-# Which algorithms a shared store can run is a property of each algorithm class (`shared_store`).
+# Which algorithms workers run as peers is a property of each algorithm class (`shared_store`); the others run on
+# a store through one scheduler (`mal.automl.platforms.store`).
 DISTRIBUTED_ALGORITHMS = tuple(name for name, algorithm in ALGORITHMS.items() if algorithm.shared_store)
 _READY_TIMEOUT = 60.0
 
@@ -175,7 +180,9 @@ def create_distributed_study(
     kill_grace: float | None = None,
 ) -> optuna.Study:
     """Create the study in the store and queue its recommendations; joining an existing study with the same
-    name returns it unchanged (so a restarted coordinator is harmless).
+    name returns it unchanged (so a restarted coordinator is harmless). An algorithm that workers cannot run as
+    peers (`shared_store` False: hyperband, dehb, pbt, the LLM searches) gets a scheduled study: nothing is
+    queued here, and `AutoMLRunner` with a `StorePlatform` submits every job.
 
     enqueue: configurations (dotted key -> value) to try first, in order; the rest are drawn by the algorithm.
     heartbeat_interval / grace_period: a running trial whose worker has not beaten for grace_period seconds
@@ -183,10 +190,11 @@ def create_distributed_study(
     kill_grace: seconds a stopped local trial gets between SIGTERM and SIGKILL on every worker.
     """
     settings = parse_settings(automl_settings)
-    if settings.algorithm not in DISTRIBUTED_ALGORITHMS:
+    scheduled = settings.algorithm in ALGORITHMS and not ALGORITHMS[settings.algorithm].shared_store
+    if scheduled and enqueue:
         raise SpecError(
-            f"automl_settings.algorithm {settings.algorithm!r} keeps its search state in one process and cannot "
-            f"run on a shared store; choose one of {list(DISTRIBUTED_ALGORITHMS)} or run it with `mal automl run`."
+            f"automl_settings.algorithm {settings.algorithm!r} runs on a store through one scheduler, which asks "
+            f"the algorithm for every configuration; enqueue works with {list(DISTRIBUTED_ALGORITHMS)}."
         )
     if grace_period <= 2 * heartbeat_interval:
         raise SpecError(
@@ -213,7 +221,8 @@ def create_distributed_study(
         "slurm": dict(slurm or {}),
         "heartbeat_interval": float(heartbeat_interval),
         "grace_period": float(grace_period),
-        "planned_trials": ALGORITHMS[settings.algorithm].store_trials(settings),
+        "scheduler": scheduled,
+        "planned_trials": 0 if scheduled else ALGORITHMS[settings.algorithm].store_trials(settings),
         "full_budget": full_budget(settings),
         "kill_grace": None if kill_grace is None else float(kill_grace),
     }
@@ -297,6 +306,8 @@ __all__ = [
     "CONFIG_ATTR",
     "DISTRIBUTED_ALGORITHMS",
     "HEARTBEAT_ATTR",
+    "SCHEDULER_ATTR",
+    "STOP_ATTR",
     "TrialState",
     "build_space",
     "create_distributed_study",

@@ -9,6 +9,8 @@ A worker loops until the study has nothing left to run anywhere:
   3. feed every new epoch of the job's status.json to the study (`trial.report`) and ask the study's pruner
      whether to stop it (successive halving decides from all workers' results in the store);
   4. record the end: COMPLETE with the best metric, PRUNED, or FAIL with the failure class and cause.
+In a scheduled study (hyperband, dehb, pbt, the LLM searches) step 2 is the scheduler's: the trial names a job it
+submitted (spec written, folder chosen), which the worker runs as it is and whose exit code it writes back.
 A background thread beats a heartbeat into each running trial. Every worker also watches the others: a running
 trial whose heartbeat is older than the study's grace period belongs to a dead worker; the first worker to flip
 it to FAIL (an atomic storage update, so exactly one wins) queues one retry with the same values and stops the
@@ -24,7 +26,6 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ from mal.automl.space import SearchSpace
 from mal.automl.stopping import sigterm_as_interrupt
 from mal.automl.storage import (
     HEARTBEAT_ATTR,
+    SCHEDULER_ATTR,
+    STOP_ATTR,
     UNIT_PREFIX,
     build_space,
     load_distributed_study,
@@ -55,35 +58,11 @@ from mal.automl.storage import (
 )
 from mal.automl.trial_record import best_of
 from mal.automl.trials import log_tail, new_epochs, now, trial_spec
+from mal.automl.worker_records import RunningTrial, WorkerSummary, params_text
 from mal.automl.workspace import write_private_text
 from mal.errors import UserError
 from mal.jobfiles import final_event, read_status_events
 from mal.redaction import redact_text, url_secrets
-
-
-@dataclass
-class _Running:
-    trial: optuna.trial.Trial
-    number: int
-    job_id: str
-    results_dir: Path
-    params: dict[str, Any]
-    started: float = field(default_factory=time.time)
-    reported_until: int = 0
-    values: dict[int, float] = field(default_factory=dict)
-
-
-@dataclass
-class WorkerSummary:
-    """What one worker did (its trial numbers by outcome) and which dead workers' trials it failed."""
-
-    worker: str
-    completed: list[int] = field(default_factory=list)
-    pruned: list[int] = field(default_factory=list)
-    failed: list[int] = field(default_factory=list)
-    lost: list[int] = field(default_factory=list)
-    stale_failed: list[int] = field(default_factory=list)
-    orphans: dict[int, str] = field(default_factory=dict)  # dead trial -> what became of its job
 
 
 class StudyWorker:
@@ -134,7 +113,7 @@ class StudyWorker:
         self.console = console or Console()
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.summary = WorkerSummary(self.worker_id)
-        self.running: dict[int, _Running] = {}
+        self.running: dict[int, RunningTrial] = {}
         self._lock = threading.Lock()
         self._stop_beats = threading.Event()
         self._last_stale_check = 0.0
@@ -177,9 +156,15 @@ class StudyWorker:
         return s
 
     def _study_done(self) -> bool:
-        """Nothing waiting and nothing running anywhere (a running trial elsewhere may still die and come back)."""
+        """Nothing waiting and nothing running anywhere (a running trial elsewhere may still die and come back),
+        and, in a scheduled study, its scheduler has finished submitting."""
         states = (TrialState.WAITING, TrialState.RUNNING)
-        return not self.storage.get_all_trials(self.study_id, deepcopy=False, states=states)
+        if self.storage.get_all_trials(self.study_id, deepcopy=False, states=states):
+            return False
+        if not self.config.get("scheduler"):
+            return True
+        attrs = self.storage.get_study_user_attrs(self.study_id)
+        return attrs.get(SCHEDULER_ATTR) in ("done", "stopped")
 
     def _watch_others(self) -> None:
         if time.monotonic() - self._last_stale_check < self.heartbeat_interval:
@@ -233,7 +218,11 @@ class StudyWorker:
             self._start(tid)
 
     def _start(self, tid: int) -> None:
-        number = self.storage.get_trial(tid).number
+        frozen = self.storage.get_trial(tid)
+        if frozen.user_attrs.get("scheduled"):
+            self._start_job(tid, frozen.number, frozen.user_attrs)
+            return
+        number = frozen.number
         self.study.sampler = self.algorithm.store_sampler(
             self.settings, number, int(self.config["planned_trials"]), self.space
         )
@@ -248,7 +237,7 @@ class StudyWorker:
                 trial.set_user_attr("proposal", proposal)
         job_id = f"trial_{number:04d}"
         trial_dir = self.root / "trials" / job_id
-        running = _Running(trial, number, job_id, trial_dir, dict(params))
+        running = RunningTrial(trial, number, job_id, trial_dir, dict(params))
         with self._lock:
             self.running[number] = running
         spec, adjustments = self._trial_spec(params, trial_dir)
@@ -280,7 +269,58 @@ class StudyWorker:
             trial.set_user_attr("platform_job_id", native(job_id))
         retry = trial.user_attrs.get("retry_of")
         note = f" (retry of trial {retry})" if retry is not None else ""
-        self.console.print(f"trial {number}: started{note} {_params_text(params)}")
+        self.console.print(f"trial {number}: started{note} {params_text(params)}")
+
+    def _start_job(self, tid: int, number: int, attrs: Mapping[str, Any]) -> None:
+        """Run a job the study's scheduler submitted: its spec is written, and its files stay where it put them."""
+        trial = optuna.trial.Trial(self.study, tid)
+        self.storage.set_trial_system_attr(tid, HEARTBEAT_ATTR, time.time())
+        job_id, action, results_dir = attrs["job_id"], attrs["action"], Path(attrs["results_dir"])
+        running = RunningTrial(trial, number, job_id, results_dir, {}, action=action, scheduled=True)
+        with self._lock:
+            self.running[number] = running
+        for key, value in {"worker": self.worker_id, "host": socket.gethostname(), "platform": self.platform_name,
+                           "started": now()}.items():  # fmt: skip
+            trial.set_user_attr(key, value)
+        try:
+            self.platform.submit(job_id, action, attrs["spec_path"], results_dir, attrs.get("extra_args") or ())
+        except Exception as exc:
+            reason = redact_text(f"could not submit the job: {type(exc).__name__}: {str(exc).strip()[:300]}")
+            trial.set_user_attr("exit_code", 1)  # the scheduler sees a failed job with this reason in its log
+            self._finish(running, TrialState.FAIL, None, Failure("infrastructure", reason, None))
+            if isinstance(exc, UserError):
+                raise
+            return
+        self.console.print(f"trial {number}: started {action} job {job_id} for the study's scheduler")
+
+    def _poll_job(self, running: RunningTrial) -> None:
+        """A scheduled job: report its epochs (for the dashboard), stop it when asked, hand its exit code back."""
+        trial = running.trial
+        try:
+            if self.storage.get_trial_system_attrs(trial._trial_id).get(STOP_ATTR):
+                self.platform.cancel(running.job_id)
+                trial.set_user_attr("cancelled", True)
+                trial.set_user_attr("exit_code", None)
+                self._finish(running, TrialState.FAIL, None, None)
+                return
+            fresh = new_epochs(running.results_dir, running.action, self.metric, running.reported_until)
+            for epoch in sorted(fresh):
+                running.values[epoch] = fresh[epoch]
+                running.reported_until = epoch
+                trial.report(fresh[epoch], epoch)
+            status = self.platform.status(running.job_id)
+            if status.state == "running":
+                return
+            if status.state == "exited":
+                trial.set_user_attr("exit_code", status.exit_code)
+        except UpdateFinishedTrialError:
+            self._lost_to_others(running)
+            return
+        best = best_of(running.values, self.settings.direction)
+        if status.state == "exited" and status.exit_code == 0 and best is not None:
+            self._finish(running, TrialState.COMPLETE, best, None)
+        else:
+            self._finish(running, TrialState.FAIL, None, None)  # the scheduler classifies the failure itself
 
     def _trial_spec(self, params: Mapping[str, Any], trial_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         budget = int(self.config["full_budget"])
@@ -289,7 +329,10 @@ class StudyWorker:
 
     # == watching trials ===============================================================================================
 
-    def _poll(self, running: _Running) -> None:
+    def _poll(self, running: RunningTrial) -> None:
+        if running.scheduled:
+            self._poll_job(running)
+            return
         fresh = new_epochs(running.results_dir, self.action, self.metric, running.reported_until)
         for epoch in sorted(fresh):
             running.values[epoch] = fresh[epoch]
@@ -324,7 +367,7 @@ class StudyWorker:
             return
         self._finish(running, TrialState.COMPLETE, best, None)
 
-    def _finish(self, running: _Running, state: TrialState, value: float | None, failure: Failure | None) -> None:
+    def _finish(self, running: RunningTrial, state: TrialState, value: float | None, failure: Failure | None) -> None:
         trial = running.trial
         try:
             trial.set_user_attr("metric", best_of(running.values, self.settings.direction))
@@ -347,14 +390,14 @@ class StudyWorker:
             text = f"{failure.category}: {failure.reason}" if failure else "failed"
         self.console.print(f"trial {running.number}: {state.name.lower()} ({redact_text(text)})")
 
-    def _lost_to_others(self, running: _Running) -> None:
+    def _lost_to_others(self, running: RunningTrial) -> None:
         """Another worker declared this trial dead (we were too slow to beat); its retry carries on elsewhere."""
         self.platform.cancel(running.job_id)
         self._drop(running)
         self.summary.lost.append(running.number)
         self.console.print(f"[yellow]trial {running.number}: failed by another worker (missed heartbeats)[/yellow]")
 
-    def _drop(self, running: _Running) -> None:
+    def _drop(self, running: RunningTrial) -> None:
         with self._lock:
             self.running.pop(running.number, None)
         self.platform.forget(running.job_id)
@@ -366,7 +409,3 @@ class StudyWorker:
             frozen = self.storage.get_trial(running.trial._trial_id)
             fail_trial_and_retry(self.study, frozen, Failure("infrastructure", reason, None).to_dict())
             self._drop(running)
-
-
-def _params_text(params: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())

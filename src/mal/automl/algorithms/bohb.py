@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mal.automl.algorithms.hyperband import Bracket, Hyperband, Rung, rung_budgets
+from mal.automl.algorithms.hyperband import Bracket, Hyperband, Rung, full_budget, min_budget, rung_budgets
 from mal.automl.settings import AutoMLSettings
 from mal.automl.space import SearchSpace
 
@@ -33,6 +33,16 @@ class BOHB(Hyperband):
     name = "bohb"
     shared_store = True
     samples_in_store = True
+
+    @classmethod
+    def store_pruner(cls, settings: AutoMLSettings) -> Any:
+        """Optuna's Hyperband pruner over the same brackets: workers run BOHB as peers, stopping a
+        trial where it stands (asynchronous), where one process pauses it at a rung and resumes the promoted ones."""
+        from optuna.pruners import HyperbandPruner
+
+        eta = settings.automl_reduction_factor
+        return HyperbandPruner(min_resource=min_budget(settings), max_resource=full_budget(settings),
+                               reduction_factor=eta)  # fmt: skip
 
     @classmethod
     def store_sampler(cls, settings: AutoMLSettings, trial_number: int, planned: int, space: SearchSpace) -> Any:

@@ -90,18 +90,10 @@ class Bracket:
 
 class Hyperband(SearchAlgorithm):
     name = "hyperband"
-    shared_store = True
+    # Pausing at a rung and resuming promoted trials needs one scheduler that sees every result.
+    shared_store = False
     samples_in_store = False
     configs_on_store = "automl_max_trials"
-
-    @classmethod
-    def store_pruner(cls, settings: AutoMLSettings) -> Any:
-        """Optuna's Hyperband pruner over the same brackets (asynchronous: it stops trials, never resumes them)."""
-        from optuna.pruners import HyperbandPruner
-
-        eta = settings.automl_reduction_factor
-        return HyperbandPruner(min_resource=min_budget(settings), max_resource=full_budget(settings),
-                               reduction_factor=eta)  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -41,7 +41,14 @@ from mal.automl.cli_shared import (
 )
 from mal.automl.cli_shared import worker_command as _worker
 from mal.automl.stopping import TerminatedError, sigterm_as_interrupt
-from mal.automl.study_file import command_problem, generate_skill_dir, read_study_file, shown, study_value
+from mal.automl.study_file import (
+    command_problem,
+    generate_skill_dir,
+    read_study_file,
+    run_arguments,
+    shown,
+    study_value,
+)
 from mal.errors import UserError
 from mal.redaction import redact_text
 
@@ -136,14 +143,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         console=console,
         live=console.is_terminal and not args.no_live,
     )
-    result = runner.run(
-        automl_algorithm=study.get("algorithm"),
-        automl_settings=settings,
-        spec_overrides=study.get("spec_overrides"),
-        automl_hyperparameters=study.get("hyperparameters") or study.get("automl_hyperparameters"),
-        custom_param_ranges=study.get("custom_param_ranges"),
-        yes=args.yes,
-    )
+    result = runner.run(**run_arguments(study, settings, args.yes))
     print_summary(result, console)
     return 0
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
-from mal.automl.study_file import study_value
+from mal.automl.study_file import run_arguments, study_value
 from mal.errors import UserError
 
 
@@ -40,7 +40,6 @@ def run_distributed(
     console: Console,
 ) -> int:
     from mal.automl.storage import CONFIG_ATTR, create_distributed_study, redact
-    from mal.automl.worker import StudyWorker
 
     name = args.study or args.spec.stem
     storage = args.storage or str(workspace_dir / f"{name}.journal")
@@ -69,14 +68,7 @@ def run_distributed(
         return run_scheduled(args, study, name, storage, skill_dir, settings, workspace_dir, console)
     if args.create_only:
         return 0
-    StudyWorker(
-        storage,
-        name,
-        platform_name=study_value(study, "platform", "local"),
-        workspace_dir=workspace_dir,
-        poll_interval=args.poll_interval or float(study_value(study, "poll_interval", 2.0)),
-        console=console,
-    ).run()
+    _study_worker(args, study, storage, name, workspace_dir, console).run()
     return status_distributed(storage, name, False, console)
 
 
@@ -96,19 +88,11 @@ def run_scheduled(
     from mal.automl.runner import AutoMLRunner
     from mal.automl.scheduled import run_scheduled_study
     from mal.automl.settings import parse_settings
-    from mal.automl.worker import StudyWorker
 
     platform = StorePlatform(storage, name, parse_settings(settings).automl_max_concurrent)
     worker = None
     if not args.create_only:
-        worker = StudyWorker(
-            storage,
-            name,
-            platform_name=study_value(study, "platform", "local"),
-            workspace_dir=workspace_dir,
-            poll_interval=args.poll_interval or float(study_value(study, "poll_interval", 2.0)),
-            console=console,
-        )
+        worker = _study_worker(args, study, storage, name, workspace_dir, console)
     console.print(f"study {name!r} runs one scheduler (its {settings.get('algorithm')} search) in this process")
     runner = AutoMLRunner(
         skill_dir=skill_dir,
@@ -118,14 +102,7 @@ def run_scheduled(
         console=console,
         live=False,
     )
-    run_kwargs = {
-        "automl_algorithm": study.get("algorithm"),
-        "automl_settings": settings,
-        "spec_overrides": study.get("spec_overrides"),
-        "automl_hyperparameters": study.get("hyperparameters") or study.get("automl_hyperparameters"),
-        "custom_param_ranges": study.get("custom_param_ranges"),
-        "yes": args.yes,
-    }
+    run_kwargs = run_arguments(study, settings, args.yes)
     print_summary(run_scheduled_study(runner, run_kwargs, worker), console)
     return 0
 
@@ -189,3 +166,19 @@ def resume_scheduled(args: argparse.Namespace, workspace: Any, config: Mapping[s
                           console=console)  # fmt: skip
     print_summary(run_scheduled_study(runner, {"resume": True, "yes": args.yes}, worker), console)
     return 0
+
+
+def _study_worker(
+    args: argparse.Namespace, study: Mapping[str, Any], storage: str, name: str, workspace_dir: Path, console: Console
+) -> Any:
+    """The worker `mal automl run --storage` runs in its own process, on the study file's platform."""
+    from mal.automl.worker import StudyWorker
+
+    return StudyWorker(
+        storage,
+        name,
+        platform_name=study_value(study, "platform", "local"),
+        workspace_dir=workspace_dir,
+        poll_interval=args.poll_interval or float(study_value(study, "poll_interval", 2.0)),
+        console=console,
+    )

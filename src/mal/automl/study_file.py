@@ -192,3 +192,15 @@ def generate_skill_dir(out: Path) -> Path:
     if done.returncode != 0:
         raise UserError(f"`mal schema --out {out}` failed: {done.stderr.strip().splitlines()[-1:]}")
     return out
+
+
+def run_arguments(study: Mapping[str, Any], settings: Mapping[str, Any], yes: bool) -> dict[str, Any]:
+    """The keyword arguments of `AutoMLRunner.run` a study file asks for."""
+    return {
+        "automl_algorithm": study.get("algorithm"),
+        "automl_settings": settings,
+        "spec_overrides": study.get("spec_overrides"),
+        "automl_hyperparameters": study.get("hyperparameters") or study.get("automl_hyperparameters"),
+        "custom_param_ranges": study.get("custom_param_ranges"),
+        "yes": yes,
+    }

@@ -38,6 +38,7 @@ from mal.automl.cli_shared import (
     resume_scheduled,
     run_distributed,
     status_distributed,
+    study_runner,
 )
 from mal.automl.cli_shared import worker_command as _worker
 from mal.automl.stopping import TerminatedError, sigterm_as_interrupt
@@ -122,7 +123,6 @@ def _check_poll_interval(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
-    from mal.automl.runner import AutoMLRunner
 
     _check_poll_interval(args)
     study = read_study_file(args.spec)
@@ -135,13 +135,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         skill_dir = generate_skill_dir(workspace_dir / "skill")
     if args.storage or args.study:
         return run_distributed(args, study, Path(skill_dir), settings, workspace_dir, console)
-    runner = AutoMLRunner(
-        skill_dir=skill_dir,
-        platform=platform,
-        workspace_dir=workspace_dir,
-        poll_interval=args.poll_interval or float(study_value(study, "poll_interval", 5.0)),
-        console=console,
-        live=console.is_terminal and not args.no_live,
+    runner = study_runner(
+        args, study, skill_dir, platform, workspace_dir, console, console.is_terminal and not args.no_live
     )
     result = runner.run(**run_arguments(study, settings, args.yes))
     print_summary(result, console)

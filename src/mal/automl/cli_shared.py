@@ -85,7 +85,6 @@ def run_scheduled(
     """An algorithm that needs one scheduler (hyperband, dehb, pbt, the LLM searches): the study runs here as a
     local study whose jobs the workers run; with --create-only no worker runs in this process."""
     from mal.automl.platforms.store import StorePlatform
-    from mal.automl.runner import AutoMLRunner
     from mal.automl.scheduled import run_scheduled_study
     from mal.automl.settings import parse_settings
 
@@ -94,14 +93,7 @@ def run_scheduled(
     if not args.create_only:
         worker = _study_worker(args, study, storage, name, workspace_dir, console)
     console.print(f"study {name!r} runs one scheduler (its {settings.get('algorithm')} search) in this process")
-    runner = AutoMLRunner(
-        skill_dir=skill_dir,
-        platform=platform,
-        workspace_dir=workspace_dir,
-        poll_interval=args.poll_interval or float(study_value(study, "poll_interval", 5.0)),
-        console=console,
-        live=False,
-    )
+    runner = study_runner(args, study, skill_dir, platform, workspace_dir, console, live=False)
     run_kwargs = run_arguments(study, settings, args.yes)
     print_summary(run_scheduled_study(runner, run_kwargs, worker), console)
     return 0
@@ -181,4 +173,26 @@ def _study_worker(
         workspace_dir=workspace_dir,
         poll_interval=args.poll_interval or float(study_value(study, "poll_interval", 2.0)),
         console=console,
+    )
+
+
+def study_runner(
+    args: argparse.Namespace,
+    study: Mapping[str, Any],
+    skill_dir: str | Path,
+    platform: Any,
+    workspace_dir: Path,
+    console: Console,
+    live: bool,
+) -> Any:
+    """The `AutoMLRunner` a study file describes, on `platform` (None: local CPU slots)."""
+    from mal.automl.runner import AutoMLRunner
+
+    return AutoMLRunner(
+        skill_dir=skill_dir,
+        platform=platform,
+        workspace_dir=workspace_dir,
+        poll_interval=args.poll_interval or float(study_value(study, "poll_interval", 5.0)),
+        console=console,
+        live=live,
     )

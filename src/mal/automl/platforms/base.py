@@ -42,6 +42,19 @@ class JobRecord:
     devices: list[str] = field(default_factory=list)
     started: float | None = None
 
+    @classmethod
+    def submitted(
+        cls,
+        job_id: str,
+        action: str,
+        spec_path: str | Path,
+        results_dir: str | Path,
+        log_dir: str | Path,
+        **details: Any,
+    ) -> JobRecord:
+        """The record of a job submitted just now (paths as text, `started` = now)."""
+        return cls(job_id, action, str(spec_path), str(results_dir), str(log_dir), started=time.time(), **details)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

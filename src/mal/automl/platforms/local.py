@@ -165,17 +165,10 @@ class LocalPlatform(Platform):
                 cwd=str(log_dir),
                 start_new_session=True,
             )
-        record = JobRecord(
-            job_id=job_id,
-            action=action,
-            spec_path=str(spec_path),
-            results_dir=str(results_dir),
-            log_dir=str(log_dir),
-            pid=proc.pid,
-            start_ticks=process_start_ticks(proc.pid),
-            devices=devices,
-            started=time.time(),
-        )
+        record = JobRecord.submitted(
+            job_id, action, spec_path, results_dir, log_dir,
+            pid=proc.pid, start_ticks=process_start_ticks(proc.pid), devices=devices,
+        )  # fmt: skip
         self._records[job_id] = record
         self._procs[job_id] = proc
         self._cancelled.discard(job_id)

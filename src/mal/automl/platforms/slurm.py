@@ -20,7 +20,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -203,14 +202,7 @@ class SlurmPlatform(Platform):
             raise SlurmError(f"sbatch refused job {job_id}: {message[-1] if message else 'no message'}")
         slurm_id = done.stdout.strip().split(";", 1)[0]  # --parsable: "id" or "id;cluster"
         (log_dir / SLURM_ID_FILE).write_text(slurm_id + "\n")
-        record = JobRecord(
-            job_id=job_id,
-            action=action,
-            spec_path=str(spec_path),
-            results_dir=str(results_dir),
-            log_dir=str(log_dir),
-            started=time.time(),
-        )
+        record = JobRecord.submitted(job_id, action, spec_path, results_dir, log_dir)
         self._records[job_id] = record
         self._slurm_ids[job_id] = slurm_id
         self._cancelled.discard(job_id)

@@ -14,7 +14,6 @@ trial folder, so the run folder must be on a file system the workers share.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,8 +66,7 @@ class StorePlatform(Platform):
         }
         template = optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=attrs)
         self._trial_ids[job_id] = self._storage.create_new_trial(self._study_id, template_trial=template)
-        record = JobRecord(job_id, action, str(spec_path), str(results_dir), str(Path(spec_path).parent),
-                           started=time.time())  # fmt: skip
+        record = JobRecord.submitted(job_id, action, spec_path, results_dir, Path(spec_path).parent)
         self._records[job_id] = record
         return record
 

@@ -12,13 +12,14 @@ Only `yaml` and `mal.errors` are imported: `mal.automl` uses this module and mus
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from mal.errors import yaml_problem
+from mal.errors import SpecError, yaml_problem
 
 MAX_DEPTH = 50
 MAX_NODES = 100_000
@@ -199,3 +200,16 @@ def load_file(path: str | os.PathLike[str], *, max_bytes: int = MAX_FILE_BYTES) 
 
 
 __all__ = ["MAX_DEPTH", "MAX_NODES", "YamlRefused", "load_file", "load_text"]
+
+
+def load_mapping(path: str | Path, label: str, not_a_mapping: str, fixes: Mapping[str, str] | None = None) -> dict:
+    """The mapping a YAML file holds ({} for an empty file), or one SpecError line that starts with `label`: the
+    refusal with `fixes[reason]` after it, or `not_a_mapping` (where `{kind}` names what the file held)."""
+
+    try:
+        data = load_file(path) or {}
+    except YamlRefused as exc:
+        raise SpecError(f"{label} {exc}{(fixes or {}).get(exc.reason, '')}.") from None
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{label} {not_a_mapping.format(kind=type(data).__name__)}")
+    return dict(data)

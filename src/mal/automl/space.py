@@ -48,7 +48,7 @@ from mal.automl.space_params import (
 from mal.automl.space_schema import param_from_leaf, schema_leaves
 from mal.dotted import get_dotted, nest_dotted
 from mal.errors import SpecError
-from mal.safe_yaml import YamlRefused, load_file
+from mal.safe_yaml import load_mapping
 
 # Other modules import Param (and may import ParamKind) from here, where they lived before the split.
 __all__ = ["Param", "ParamKind", "SearchSpace"]
@@ -100,13 +100,10 @@ class SearchSpace:
         template: dict[str, Any] = {}
         template_path = root / "references" / f"spec_template_{action}.yaml"
         if template_path.is_file():
-            try:
-                template = load_file(template_path) or {}
-            except YamlRefused as exc:
-                fix = "; rewrite it." if exc.reason == "syntax" else "."
-                raise SpecError(f"{template_path} {exc}{fix}") from None
-            if not isinstance(template, Mapping):
-                raise SpecError(f"{template_path} must hold a mapping of spec sections; rewrite it with `mal schema`.")
+            template = load_mapping(
+                template_path, str(template_path),
+                "must hold a mapping of spec sections; rewrite it with `mal schema`.", {"syntax": "; rewrite it"},
+            )  # fmt: skip
         return cls.from_schema(schema, template, parameters, custom_param_ranges, source=str(schema_path))
 
     @classmethod

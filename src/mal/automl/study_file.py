@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mal.errors import SpecError, UserError
-from mal.safe_yaml import YamlRefused, load_file
+from mal.safe_yaml import load_mapping
 
 STUDY_KEYS = (
     "skill_dir",
@@ -136,16 +136,10 @@ assert set(STUDY_CHECKS) == set(STUDY_KEYS)
 def read_study_file(path: Path) -> dict[str, Any]:
     """The study file's keys, each checked for its type and the settings validated: every mistake is one
     SpecError naming the file and the key, raised before anything is written."""
-    try:
-        data = load_file(path) or {}
-    except YamlRefused as exc:
-        fix = "; pass the path of your automl.yaml" if exc.reason == "missing" else ""
-        raise SpecError(f"AutoML study file {path} {exc}{fix}.") from None
-    if not isinstance(data, Mapping):
-        raise SpecError(
-            f"AutoML study file {path} must hold a mapping of keys, not a {type(data).__name__}; "
-            f"see `mal automl --help`."
-        )
+    data = load_mapping(
+        path, f"AutoML study file {path}", "must hold a mapping of keys, not a {kind}; see `mal automl --help`.",
+        {"missing": "; pass the path of your automl.yaml"},
+    )  # fmt: skip
     for key in data:
         if key not in STUDY_KEYS:
             hint = difflib.get_close_matches(str(key), STUDY_KEYS, n=1, cutoff=0.6)

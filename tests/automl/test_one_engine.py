@@ -119,6 +119,20 @@ def test_one_worker_on_a_shared_store_runs_the_trials_a_local_study_runs(local_s
 HYPERBAND = {**SETTINGS, "algorithm": "hyperband", "automl_max_epochs": 4, "automl_reduction_factor": 2}
 
 
+def _run_scheduled(root: Path, settings: dict, max_concurrent: int) -> tuple[dict, StudyWorker]:
+    """A scheduled study in root/study.journal: its runner here, one worker beside it; (result, worker)."""
+    url = str(root / "study.journal")
+    study = create_distributed_study(url, "hb", make_skill_dir(root), settings, spec_overrides(root),
+                                     command=dummy_command())  # fmt: skip
+    assert study.user_attrs["mal:config"]["scheduler"] is True and not study.get_trials()
+    quiet = Console(file=io.StringIO())
+    runner = AutoMLRunner(skill_dir=make_skill_dir(root), platform=StorePlatform(url, "hb", max_concurrent),
+                          workspace_dir=root / "ws", poll_interval=0.05, console=quiet)  # fmt: skip
+    worker = StudyWorker(url, "hb", workspace_dir=root / "workers", poll_interval=0.05, console=quiet)
+    result = run_scheduled_study(runner, {"automl_settings": settings, "spec_overrides": spec_overrides(root)}, worker)
+    return result, worker
+
+
 def _trials(result: dict) -> list[tuple]:
     return [(h["params"], h["budget"], h["resume_from"], h["status"], h["metric"]) for h in result["history"]]
 
@@ -133,18 +147,7 @@ def test_one_worker_on_a_shared_store_runs_the_hyperband_trials_a_local_study_ru
         automl_settings=HYPERBAND, spec_overrides=spec_overrides(local_root)
     )
     url = str(shared_root / "study.journal")
-    study = create_distributed_study(url, "hb", make_skill_dir(shared_root), HYPERBAND, spec_overrides(shared_root),
-                                     command=dummy_command())  # fmt: skip
-    assert study.user_attrs["mal:config"]["scheduler"] is True and not study.get_trials()
-    runner = AutoMLRunner(
-        skill_dir=make_skill_dir(shared_root), platform=StorePlatform(url, "hb", max_concurrent=1),
-        workspace_dir=shared_root / "ws", poll_interval=0.05, console=Console(file=io.StringIO()),
-    )  # fmt: skip
-    worker = StudyWorker(url, "hb", workspace_dir=shared_root / "workers", poll_interval=0.05,
-                         console=Console(file=io.StringIO()))  # fmt: skip
-    shared = run_scheduled_study(
-        runner, {"automl_settings": HYPERBAND, "spec_overrides": spec_overrides(shared_root)}, worker
-    )
+    shared, worker = _run_scheduled(shared_root, HYPERBAND, max_concurrent=1)
     assert len(local["history"]) == 14 and any(h["resume_from"] is not None for h in local["history"])
     assert _trials(shared) == _trials(local)
     # Every job ran on the worker, as a trial of the shared study, and the worker left when the scheduler was done.
@@ -178,3 +181,20 @@ def test_the_cli_runs_a_scheduled_study_and_resumes_its_scheduler(tmp_path, caps
     # Resuming the finished scheduler changes nothing and ends at once, worker included.
     assert automl_main(["resume", str(run_dir), "--yes"]) == 0
     assert len(optuna.load_study(storage=open_storage(url), study_name="hb").get_trials()) == len(jobs)
+
+
+def test_a_scheduled_study_runs_its_baseline_and_final_evaluation_on_the_workers(tmp_path):
+    settings = {**HYPERBAND, "automl_max_epochs": 2, "run_baseline": True, "run_final_evaluation": True}
+    url = str(tmp_path / "study.journal")
+    result, worker = _run_scheduled(tmp_path, settings, max_concurrent=2)
+    assert result["baseline"]["status"] == "measured" and result["final_evaluation"]["status"] == "measured"
+    jobs = {
+        t.user_attrs["job_id"]: t for t in optuna.load_study(storage=open_storage(url), study_name="hb").get_trials()
+    }
+    assert (
+        jobs["baseline"].user_attrs["action"] == "train" and jobs["final_evaluation"].user_attrs["action"] == "evaluate"
+    )
+    # The evaluation job's metric is its final KPI; every job, evaluation included, ended complete on the worker.
+    assert jobs["final_evaluation"].value == pytest.approx(result["final_evaluation"]["metric_value"])
+    assert {t.state for t in jobs.values()} == {optuna.trial.TrialState.COMPLETE}
+    assert worker.summary.failed == [] and len(worker.summary.completed) == len(jobs)

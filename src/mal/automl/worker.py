@@ -50,7 +50,6 @@ from mal.automl.stopping import sigterm_as_interrupt
 from mal.automl.storage import (
     HEARTBEAT_ATTR,
     SCHEDULER_ATTR,
-    STOP_ATTR,
     UNIT_PREFIX,
     build_space,
     load_distributed_study,
@@ -58,6 +57,7 @@ from mal.automl.storage import (
 )
 from mal.automl.trial_record import best_of
 from mal.automl.trials import log_tail, new_epochs, now, trial_spec
+from mal.automl.worker_jobs import poll_job, start_job
 from mal.automl.worker_records import RunningTrial, WorkerSummary, params_text
 from mal.automl.workspace import write_private_text
 from mal.errors import UserError
@@ -114,7 +114,7 @@ class StudyWorker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.summary = WorkerSummary(self.worker_id)
         self.running: dict[int, RunningTrial] = {}
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._stop_beats = threading.Event()
         self._last_stale_check = 0.0
         self._sample_count = self.settings.train_sample_count or count_train_samples(self.config["base_spec"])
@@ -170,7 +170,7 @@ class StudyWorker:
         if time.monotonic() - self._last_stale_check < self.heartbeat_interval:
             return
         self._last_stale_check = time.monotonic()
-        with self._lock:
+        with self.lock:
             ours = set(self.running)
         for number in fail_stale_trials(self.study, self.grace_period, ours, on_failed=self._stop_orphan):
             self.summary.stale_failed.append(number)
@@ -186,7 +186,7 @@ class StudyWorker:
             self._beat()
 
     def _beat(self, numbers: set[int] | None = None) -> None:
-        with self._lock:
+        with self.lock:
             targets = {n: r.trial._trial_id for n, r in self.running.items() if numbers is None or n in numbers}
         for tid in targets.values():
             try:
@@ -220,7 +220,7 @@ class StudyWorker:
     def _start(self, tid: int) -> None:
         frozen = self.storage.get_trial(tid)
         if frozen.user_attrs.get("scheduled"):
-            self._start_job(tid, frozen.number, frozen.user_attrs)
+            start_job(self, tid, frozen.number, frozen.user_attrs)
             return
         number = frozen.number
         self.study.sampler = self.algorithm.store_sampler(
@@ -238,7 +238,7 @@ class StudyWorker:
         job_id = f"trial_{number:04d}"
         trial_dir = self.root / "trials" / job_id
         running = RunningTrial(trial, number, job_id, trial_dir, dict(params))
-        with self._lock:
+        with self.lock:
             self.running[number] = running
         spec, adjustments = self._trial_spec(params, trial_dir)
         for key, value in {
@@ -260,7 +260,7 @@ class StudyWorker:
             self.platform.submit(job_id, self.action, trial_dir / "spec.yaml", trial_dir)
         except Exception as exc:
             reason = redact_text(f"could not submit the job: {type(exc).__name__}: {str(exc).strip()[:300]}")
-            self._finish(running, TrialState.FAIL, None, Failure("infrastructure", reason, None))
+            self.finish(running, TrialState.FAIL, None, Failure("infrastructure", reason, None))
             if isinstance(exc, UserError):
                 raise
             return
@@ -271,57 +271,6 @@ class StudyWorker:
         note = f" (retry of trial {retry})" if retry is not None else ""
         self.console.print(f"trial {number}: started{note} {params_text(params)}")
 
-    def _start_job(self, tid: int, number: int, attrs: Mapping[str, Any]) -> None:
-        """Run a job the study's scheduler submitted: its spec is written, and its files stay where it put them."""
-        trial = optuna.trial.Trial(self.study, tid)
-        self.storage.set_trial_system_attr(tid, HEARTBEAT_ATTR, time.time())
-        job_id, action, results_dir = attrs["job_id"], attrs["action"], Path(attrs["results_dir"])
-        running = RunningTrial(trial, number, job_id, results_dir, {}, action=action, scheduled=True)
-        with self._lock:
-            self.running[number] = running
-        for key, value in {"worker": self.worker_id, "host": socket.gethostname(), "platform": self.platform_name,
-                           "started": now()}.items():  # fmt: skip
-            trial.set_user_attr(key, value)
-        try:
-            self.platform.submit(job_id, action, attrs["spec_path"], results_dir, attrs.get("extra_args") or ())
-        except Exception as exc:
-            reason = redact_text(f"could not submit the job: {type(exc).__name__}: {str(exc).strip()[:300]}")
-            trial.set_user_attr("exit_code", 1)  # the scheduler sees a failed job with this reason in its log
-            self._finish(running, TrialState.FAIL, None, Failure("infrastructure", reason, None))
-            if isinstance(exc, UserError):
-                raise
-            return
-        self.console.print(f"trial {number}: started {action} job {job_id} for the study's scheduler")
-
-    def _poll_job(self, running: RunningTrial) -> None:
-        """A scheduled job: report its epochs (for the dashboard), stop it when asked, hand its exit code back."""
-        trial = running.trial
-        try:
-            if self.storage.get_trial_system_attrs(trial._trial_id).get(STOP_ATTR):
-                self.platform.cancel(running.job_id)
-                trial.set_user_attr("cancelled", True)
-                trial.set_user_attr("exit_code", None)
-                self._finish(running, TrialState.FAIL, None, None)
-                return
-            fresh = new_epochs(running.results_dir, running.action, self.metric, running.reported_until)
-            for epoch in sorted(fresh):
-                running.values[epoch] = fresh[epoch]
-                running.reported_until = epoch
-                trial.report(fresh[epoch], epoch)
-            status = self.platform.status(running.job_id)
-            if status.state == "running":
-                return
-            if status.state == "exited":
-                trial.set_user_attr("exit_code", status.exit_code)
-        except UpdateFinishedTrialError:
-            self._lost_to_others(running)
-            return
-        best = best_of(running.values, self.settings.direction)
-        if status.state == "exited" and status.exit_code == 0 and best is not None:
-            self._finish(running, TrialState.COMPLETE, best, None)
-        else:
-            self._finish(running, TrialState.FAIL, None, None)  # the scheduler classifies the failure itself
-
     def _trial_spec(self, params: Mapping[str, Any], trial_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         budget = int(self.config["full_budget"])
         devices = self.platform.devices_per_job
@@ -331,7 +280,7 @@ class StudyWorker:
 
     def _poll(self, running: RunningTrial) -> None:
         if running.scheduled:
-            self._poll_job(running)
+            poll_job(self, running)
             return
         fresh = new_epochs(running.results_dir, self.action, self.metric, running.reported_until)
         for epoch in sorted(fresh):
@@ -341,33 +290,33 @@ class StudyWorker:
                 running.trial.report(fresh[epoch], epoch)
                 prune = running.trial.should_prune()
             except UpdateFinishedTrialError:
-                self._lost_to_others(running)
+                self.lost_to_others(running)
                 return
             if prune:
                 self.platform.cancel(running.job_id)
-                self._finish(running, TrialState.PRUNED, None, None)
+                self.finish(running, TrialState.PRUNED, None, None)
                 return
         status = self.platform.status(running.job_id)
         if status.state == "running":
             return
         if status.state == "lost":
             failure = Failure("infrastructure", "the job disappeared from the platform without an exit code", None)
-            self._finish(running, TrialState.FAIL, None, failure)
+            self.finish(running, TrialState.FAIL, None, failure)
             return
         if status.exit_code != 0:
             events = read_status_events(running.results_dir, self.action)
             message = (final_event(events) or {}).get("message", "")
             tail = log_tail(self.platform, running.job_id)
-            self._finish(running, TrialState.FAIL, None, classify(status.exit_code, tail, message))
+            self.finish(running, TrialState.FAIL, None, classify(status.exit_code, tail, message))
             return
         best = best_of(running.values, self.settings.direction)
         if best is None:
             failure = Failure("metric_missing", f"the training succeeded but reported no {self.metric!r}", 0)
-            self._finish(running, TrialState.FAIL, None, failure)
+            self.finish(running, TrialState.FAIL, None, failure)
             return
-        self._finish(running, TrialState.COMPLETE, best, None)
+        self.finish(running, TrialState.COMPLETE, best, None)
 
-    def _finish(self, running: RunningTrial, state: TrialState, value: float | None, failure: Failure | None) -> None:
+    def finish(self, running: RunningTrial, state: TrialState, value: float | None, failure: Failure | None) -> None:
         trial = running.trial
         try:
             trial.set_user_attr("metric", best_of(running.values, self.settings.direction))
@@ -377,7 +326,7 @@ class StudyWorker:
                 trial.set_user_attr("failure", failure.to_dict())
             self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
         except UpdateFinishedTrialError:
-            self._lost_to_others(running)
+            self.lost_to_others(running)
             return
         self._drop(running)
         bucket = {TrialState.COMPLETE: self.summary.completed, TrialState.PRUNED: self.summary.pruned}
@@ -390,7 +339,7 @@ class StudyWorker:
             text = f"{failure.category}: {failure.reason}" if failure else "failed"
         self.console.print(f"trial {running.number}: {state.name.lower()} ({redact_text(text)})")
 
-    def _lost_to_others(self, running: RunningTrial) -> None:
+    def lost_to_others(self, running: RunningTrial) -> None:
         """Another worker declared this trial dead (we were too slow to beat); its retry carries on elsewhere."""
         self.platform.cancel(running.job_id)
         self._drop(running)
@@ -398,7 +347,7 @@ class StudyWorker:
         self.console.print(f"[yellow]trial {running.number}: failed by another worker (missed heartbeats)[/yellow]")
 
     def _drop(self, running: RunningTrial) -> None:
-        with self._lock:
+        with self.lock:
             self.running.pop(running.number, None)
         self.platform.forget(running.job_id)
 

@@ -304,3 +304,37 @@ def test_a_promotion_whose_parent_checkpoint_is_gone_fails_as_infrastructure_and
                for h in promotions)  # fmt: skip
     assert all(h["started"] is None for h in promotions)  # never launched
     assert result["phase"] == "done"
+
+
+def test_a_relative_workspace_and_skill_dir_work_and_are_resolved_once(tmp_path, monkeypatch):
+    """Trials run inside their own folders: relative paths given by the caller must still reach them."""
+    from mal.automl import AutoMLRunner, LocalPlatform
+    from support.study import dummy_command, make_skill_dir
+
+    make_skill_dir(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    study = AutoMLRunner(
+        skill_dir="skill", workspace_dir="ws", poll_interval=0.05, console=runner(tmp_path).console,
+        platform=LocalPlatform(max_concurrent=2, command=dummy_command(), gpus=[]),
+    )  # fmt: skip
+    result = study.run(
+        automl_settings={**FAST, "automl_max_recommendations": 2}, spec_overrides=spec_overrides(tmp_path)
+    )
+    assert [h["status"] for h in result["history"]] == ["done", "done"]
+    assert Path(result["workspace"]).is_absolute() and Path(result["workspace"]).parent == tmp_path / "ws"
+    assert json.loads((Path(result["workspace"]) / "run.json").read_text())["skill_dir"] == str(tmp_path / "skill")
+
+
+def test_a_study_where_every_trial_failed_never_ends_as_done(tmp_path):
+    # Two crashing trials are fewer than the three-in-a-row stop: the end of the search must say it found nothing.
+    expected = r"No trial of the study finished with a metric \(2 trials; most common cause model_code: RuntimeError"
+    with pytest.raises(StudyStoppedError, match=expected) as info:
+        runner(tmp_path, {"MAL_DUMMY_MODE": "crash"}).run(
+            automl_algorithm="random",
+            automl_settings={**FAST, "automl_max_recommendations": 2},
+            spec_overrides=spec_overrides(tmp_path),
+        )
+    assert info.value.exit_code == 1
+    run_dir = next((tmp_path / "ws").glob("run_*"))
+    assert study_result(run_dir)["phase"] == "stopped"
+    assert (run_dir / "report" / "report.md").is_file()

@@ -19,8 +19,10 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from mal.automl.dead_workers import fail_stale_trials
+from mal.automl.failures import StudyStoppedError
 from mal.automl.orphans import stop_orphaned_job
 from mal.automl.platforms.slurm import SlurmPlatform, parse_exit_code
+from mal.automl.report import study_result
 from mal.automl.storage import create_distributed_study, load_distributed_study
 from mal.automl.worker import StudyWorker
 from mal.errors import UserError
@@ -186,15 +188,25 @@ def test_a_job_slurm_ended_before_it_recorded_an_exit_code_fails_its_trial_with_
                              env={"MAL_DUMMY_SLEEP": "60"})  # fmt: skip
     runner = quiet_runner(tmp_path, platform=platform, poll_interval=0.2)
     results: list[dict] = []
-    study = threading.Thread(target=lambda: results.append(runner.run(
-        automl_algorithm="random", spec_overrides=spec_overrides(tmp_path),
-        automl_settings={"automl_max_recommendations": 1, "automl_max_epochs": 2, "automl_max_concurrent": 1},
-    )))  # fmt: skip
+    stops: list[StudyStoppedError] = []
+
+    def run_study() -> None:
+        # Its only trial fails, so the study stops saying it found nothing; the trial's record is in the folder.
+        try:
+            runner.run(automl_algorithm="random", spec_overrides=spec_overrides(tmp_path),
+                       automl_settings={"automl_max_recommendations": 1, "automl_max_epochs": 2,
+                                        "automl_max_concurrent": 1})  # fmt: skip
+        except StudyStoppedError as exc:
+            stops.append(exc)
+            results.append(study_result(next((tmp_path / "ws").glob("run_*"))))
+
+    study = threading.Thread(target=run_study)
     study.start()
     env, deadline = slurm.env(), time.monotonic() + 60
-    while not (ids := list((tmp_path / "ws").rglob("slurm_job_id"))) or _scontrol(
-        "JobState", ids[0].read_text().strip(), env
-    ) != "RUNNING":
+    while (
+        not (ids := list((tmp_path / "ws").rglob("slurm_job_id")))
+        or _scontrol("JobState", ids[0].read_text().strip(), env) != "RUNNING"
+    ):
         assert time.monotonic() < deadline and study.is_alive(), "the trial's job never ran"
         time.sleep(0.1)
     slurm_id = ids[0].read_text().strip()
@@ -205,6 +217,7 @@ def test_a_job_slurm_ended_before_it_recorded_an_exit_code_fails_its_trial_with_
         subprocess.run(["scancel", slurm_id], env=env, check=True, timeout=30)
     study.join(timeout=120)
     assert not study.is_alive()
+    assert "No trial of the study finished with a metric" in str(stops[0]) and stops[0].exit_code == 1
     (trial,) = results[0]["history"]
     assert trial["status"] == "failed" and trial["failure_class"] == "infrastructure"
     if how == "killed on the node":

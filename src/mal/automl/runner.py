@@ -72,9 +72,11 @@ class AutoMLRunner:
         live: bool = False,
         sdk: Platform | None = None,
     ) -> None:
-        self.skill_dir = None if skill_dir is None else Path(skill_dir)
+        # Resolved once, here: trials run with their own folder as working directory, so a relative path would
+        # point somewhere else for them (and for a resume started from another directory).
+        self.skill_dir = None if skill_dir is None else Path(skill_dir).expanduser().resolve()
         self.platform = platform or sdk
-        self.workspace_dir = Path(workspace_dir)
+        self.workspace_dir = Path(workspace_dir).expanduser().resolve()
         self.poll_interval = float(poll_interval)
         self.action = action
         self.console = console or Console()

@@ -11,6 +11,7 @@ Each phase's outcome is on disk before the next starts (state.json, baseline.jso
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from rich.console import Console
@@ -103,6 +104,7 @@ def execute(ctx: StudyContext, resume: bool, yes: bool) -> dict[str, Any]:
             state.phase, state.stopped_reason, state.no_metric_streak = "search", None, []
             ctx.save()
             scheduler.run()
+            no_metric_anywhere(ctx)
             state.phase = "final"
             ctx.save()
         if state.phase == "final":
@@ -124,6 +126,21 @@ def execute(ctx: StudyContext, resume: bool, yes: bool) -> dict[str, Any]:
         ctx.tracker.close([param.name for param in ctx.space.params])
     write_report(ctx.ws)
     return _finish(ctx, study_result(ctx.ws))
+
+
+def no_metric_anywhere(ctx: StudyContext) -> None:
+    """A search that ended without one trial with a metric has found nothing: stop (never exit 0) and say why."""
+    if ctx.algorithm.best() is not None or not ctx.state.trials:
+        return
+    failures = [r.failure for r in ctx.state.trials.values() if r.failure]
+    causes = Counter(f"{f['category']}: {f['reason']}" for f in failures).most_common(1)
+    cause = causes[0][0] if causes else "no trial reported the metric"
+    user_caused = {f["category"] for f in failures} <= {"spec", "data", "metric_missing"}
+    raise StudyStoppedError(
+        f"No trial of the study finished with a metric ({len(ctx.state.trials)} trials; most common cause {cause}). "
+        f"Fix it, then continue with `mal automl resume {ctx.ws.root}`.",
+        2 if failures and user_caused else 1,
+    )
 
 
 def _restore(ctx: StudyContext, scheduler: Scheduler) -> None:

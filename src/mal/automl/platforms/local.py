@@ -133,7 +133,9 @@ class LocalPlatform(Platform):
     ) -> JobRecord:
         if job_id in self._records and self.status(job_id).state == "running":
             raise RuntimeError(f"job {job_id} is already running")
-        log_dir = Path(spec_path).parent
+        # The job runs inside its own folder: paths relative to ours would not reach it.
+        spec_path, results_dir = Path(spec_path).resolve(), Path(results_dir).resolve()
+        log_dir = spec_path.parent
         log_dir.mkdir(parents=True, exist_ok=True)
         exit_file = log_dir / EXIT_FILE
         exit_file.unlink(missing_ok=True)

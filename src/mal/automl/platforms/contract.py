@@ -19,22 +19,15 @@ import yaml
 
 from mal import jobfiles
 from mal.dotted import get_dotted, set_dotted
-from mal.errors import SpecError
 from mal.jobfiles import read_status_events
-from mal.safe_yaml import YamlRefused, load_file
+from mal.safe_yaml import load_mapping
 
 # -- specs -------------------------------------------------------------------------------------------------------
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """A spec or template file as a mapping (empty for an empty file); SpecError naming the file otherwise."""
-    try:
-        data = load_file(path) or {}
-    except YamlRefused as exc:
-        raise SpecError(f"{path} {exc}.") from None
-    if not isinstance(data, Mapping):
-        raise SpecError(f"{path} must hold a mapping of spec sections, got {type(data).__name__}; rewrite it.")
-    return data
+    return load_mapping(path, str(path), "must hold a mapping of spec sections, got {kind}; rewrite it.")
 
 
 def dump_yaml(spec: Mapping[str, Any]) -> str:

@@ -14,7 +14,8 @@ from mal.errors import SpecError
 from support.study import launches, spec_overrides
 from support.study import quiet_runner as runner
 
-FAST = {"automl_max_epochs": 2, "automl_max_concurrent": 2}
+# The trials are the subject here: no calibration before them, no evaluation after (tested on their own).
+FAST = {"automl_max_epochs": 2, "automl_max_concurrent": 2, "run_baseline": False, "run_final_evaluation": False}
 SECRET_KEY, SECRET_ENV = "sk-never-written-123", "tok-never-written-456"
 
 

@@ -138,7 +138,8 @@ def test_ctrl_c_or_sigterm_stops_the_running_trainings_and_resume_reruns_them(tm
         "skill_dir": str(make_skill_dir(tmp_path)),
         "workspace_dir": str(ws),
         "algorithm": "random",
-        "automl_settings": {"automl_max_recommendations": 4, "automl_max_epochs": 2, "automl_max_concurrent": 2},
+        "automl_settings": {"automl_max_recommendations": 4, "automl_max_epochs": 2, "automl_max_concurrent": 2,
+                            "run_baseline": False},
         "spec_overrides": spec_overrides(tmp_path),
         "command": dummy_command(),
     }
@@ -205,7 +206,7 @@ def test_sigterm_stops_the_trainings_of_a_runner_called_from_python(tmp_path):
             quiet_runner(tmp_path, env={"MAL_DUMMY_SLEEP": "30"}).run(
                 automl_algorithm="random",
                 automl_settings={"automl_max_recommendations": 4, "automl_max_epochs": 2,
-                                 "automl_max_concurrent": 2},
+                                 "automl_max_concurrent": 2, "run_baseline": False},
                 spec_overrides=spec_overrides(tmp_path),
             )  # fmt: skip
         assert signal.getsignal(signal.SIGTERM) is unhandled

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from support.services import free_port
+from support.s3 import local_s3
 
 
 @pytest.fixture(scope="session")
@@ -42,26 +42,5 @@ def write_coco(tmp_path: Path, synthetic_dir: Path) -> Callable[..., tuple[Path,
 @pytest.fixture
 def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A real S3 API (moto's threaded server) on localhost; yields a boto3 client with bucket `mal-test`."""
-    pytest.importorskip("s3fs")
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL_S3": endpoint,
-    }.items():
-        monkeypatch.setenv(key, value)
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    client = boto3.client("s3", endpoint_url=endpoint)
-    client.create_bucket(Bucket="mal-test")
-    yield client
-    s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
+    with local_s3(monkeypatch) as client:
+        yield client

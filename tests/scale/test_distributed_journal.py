@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from mal.automl.dead_workers import fail_stale_trials
+from mal.automl.distributed_report import distributed_result
 from mal.automl.orphans import stop_orphaned_job
 from mal.automl.platforms.local import process_start_ticks
 from mal.automl.storage import HEARTBEAT_ATTR, create_distributed_study, load_distributed_study, open_storage
@@ -212,7 +213,8 @@ def test_mal_automl_run_with_storage_creates_the_study_and_works_on_it(tmp_path)
     """`mal automl run --storage`: the study file becomes a shared study and this process works on it to the end;
     with --create-only it only creates it."""
     url = str(tmp_path / "cli.journal")
-    study_file = write_dummy_study(tmp_path, tmp_path / "ws", automl_max_recommendations=2, automl_max_epochs=2)
+    study_file = write_dummy_study(tmp_path, tmp_path / "ws", automl_max_recommendations=2, automl_max_epochs=2,
+                                   run_final_evaluation=True)  # fmt: skip
     done = subprocess.run(
         [*automl_run_command(study_file), "--storage", url, "--study", "cli"],
         capture_output=True, text=True, timeout=180, check=False,
@@ -222,6 +224,12 @@ def test_mal_automl_run_with_storage_creates_the_study_and_works_on_it(tmp_path)
     study, config = load_distributed_study(url, "cli")
     assert config["settings"]["algorithm"] == "random"
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 2
+    # Its final evaluation ran here once the worker found the study done, and the store keeps it for status.
+    final = distributed_result(url, "cli")["final_evaluation"]
+    best = max(study.get_trials(), key=lambda t: t.value)
+    assert (final["status"], final["job_id"], final["metric_value"]) == ("measured", best.user_attrs["job_id"],
+                                                                          pytest.approx(best.value))  # fmt: skip
+    assert "final evaluation: mal evaluate on the best checkpoint" in done.stdout
 
     bayesian = yaml.safe_load(study_file.read_text()) | {"algorithm": "bayesian"}
     study_file.write_text(yaml.safe_dump(bayesian))
@@ -233,6 +241,7 @@ def test_mal_automl_run_with_storage_creates_the_study_and_works_on_it(tmp_path)
     study, config = load_distributed_study(url, "gp")
     assert config["settings"]["algorithm"] == "bayesian"
     assert [t.state for t in study.get_trials()] == [TrialState.WAITING] * 2  # --create-only: nothing ran here
+    assert distributed_result(url, "gp")["final_evaluation"]["status"] == "not_run"
 
 
 

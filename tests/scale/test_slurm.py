@@ -195,7 +195,7 @@ def test_a_job_slurm_ended_before_it_recorded_an_exit_code_fails_its_trial_with_
         try:
             runner.run(automl_algorithm="random", spec_overrides=spec_overrides(tmp_path),
                        automl_settings={"automl_max_recommendations": 1, "automl_max_epochs": 2,
-                                        "automl_max_concurrent": 1})  # fmt: skip
+                                        "automl_max_concurrent": 1, "run_baseline": False})  # fmt: skip
         except StudyStoppedError as exc:
             stops.append(exc)
             results.append(study_result(next((tmp_path / "ws").glob("run_*"))))
@@ -264,3 +264,28 @@ def test_an_unknown_platform_is_refused_before_anything_runs(tmp_path):
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[-1].endswith("platform = 'kubernetes' must be local or slurm.")
     assert not (tmp_path / "ws").exists() or not list((tmp_path / "ws").glob("run_*"))
+
+
+def test_a_slurm_study_resumed_from_the_cli_stays_on_slurm(slurm, tmp_path):
+    from support.study import automl_run_command, write_dummy_study
+
+    study_file = write_dummy_study(tmp_path, tmp_path / "ws", automl_max_recommendations=1, automl_max_epochs=2,
+                                   run_baseline=True, run_final_evaluation=True)  # fmt: skip
+    study = yaml.safe_load(study_file.read_text())
+    study_file.write_text(yaml.safe_dump({**study, "platform": "slurm", "slurm": {"use_gpus": False}}))
+    # The calibration training fails (a data error): the launch is blocked, the folder stays for a resume.
+    first = subprocess.run(automl_run_command(study_file), capture_output=True, text=True, timeout=180,
+                           env={**slurm.env(), "MAL_DUMMY_MODE": "exit2"})  # fmt: skip
+    assert first.returncode == 2, first.stderr[-2000:]
+    assert "The baseline (calibration) did not give val/mIoU" in first.stderr
+    run_dir = next((tmp_path / "ws").glob("run_*"))
+    resumed = subprocess.run(
+        [sys.executable, "-m", "mal", "automl", "resume", str(run_dir), "--yes", "--no-live", "--poll-interval", "0.2"],
+        capture_output=True, text=True, timeout=300, env=slurm.env(),
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # Every job of the resumed study went to Slurm again: baseline, the trial and the final evaluation.
+    for folder in ("baseline", "trials/rec_000", "final_evaluation"):
+        slurm_id = (run_dir / folder / "slurm_job_id").read_text().strip()
+        assert _final_state(slurm_id, slurm.env()) == "COMPLETED"
+    assert json.loads((run_dir / "result.json").read_text())["final_evaluation"]["status"] == "measured"

@@ -12,9 +12,15 @@ Distributed studies (one study in a shared store, any number of workers on any m
     mal automl worker --storage URL --study NAME [--platform local|slurm]     run its trials here
     mal automl status --storage URL --study NAME [--json]                     progress, from the store
     mal automl report --storage URL --study NAME [--out DIR]                  report page, from the store
+        (and the final evaluation of a study created with --create-only, once every trial has ended)
+
+A local study: preflight -> baseline (measured before the review, as TAO) -> launch review -> confirmation ->
+search -> final evaluation of the best checkpoint -> report; docs/AUTOML.md walks through it.
 
 automl.yaml keys: skill_dir (default: generated with `mal schema` into the workspace), workspace_dir,
-algorithm, automl_settings, spec_overrides, hyperparameters (or automl_hyperparameters), custom_param_ranges,
+algorithm (or TAO's automl_algorithm), spec (a base spec file, relative to the study file), automl_settings (TAO's
+names; unprefixed max_epochs, reduction_factor, ... are read as automl_*), spec_overrides, hyperparameters (or
+automl_hyperparameters), custom_param_ranges,
 poll_interval, command (the trial command template, default `python -m mal {action} -e {spec}`), kill_grace,
 platform (local | slurm), slurm (partition, account, time_limit, cpus_per_task, mem, use_gpus, extra_sbatch_args),
 heartbeat_interval and grace_period (distributed studies: seconds between a worker's heartbeats, and silence
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -145,7 +152,6 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _resume(args: argparse.Namespace, console: Console) -> int:
-    from mal.automl.platforms.local import DEFAULT_COMMAND, LocalPlatform
     from mal.automl.runner import STORE_FILE, AutoMLRunner
     from mal.automl.workspace import RUN_FILE, Workspace
 
@@ -154,11 +160,8 @@ def _resume(args: argparse.Namespace, console: Console) -> int:
     config = _read_run_file(workspace.root / RUN_FILE)
     if workspace.path(STORE_FILE).is_file():
         return resume_scheduled(args, workspace, config, console)
-    platform = LocalPlatform(
-        max_concurrent=config["settings"]["automl_max_concurrent"], command=config.get("command") or DEFAULT_COMMAND
-    )
+    # The runner builds the study's own platform again from the run folder (a Slurm study stays on Slurm).
     runner = AutoMLRunner(
-        platform=platform,
         workspace_dir=workspace.root,
         poll_interval=args.poll_interval or 5.0,
         console=console,
@@ -189,25 +192,59 @@ def _read_run_file(path: Path) -> dict[str, Any]:
 
 
 def _status(args: argparse.Namespace, console: Console) -> int:
-    from mal.automl.report import study_result, trials_table
+    try:
+        # rich meets a closed pipe with SystemExit(1) (Console.on_broken_pipe): its text is written here instead,
+        # so a reader that stopped early is handled below for the table as for --json.
+        with console.capture() as captured:
+            code = _show_status(args, console)
+        sys.stdout.write(captured.get())
+        # Flushed inside the try: a reader that stopped early (`| head -1`) must fail this flush, not the
+        # interpreter's own at exit, which would print "Exception ignored ... BrokenPipeError" and exit 120.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader took what it wanted and closed the pipe: status has done its job. Python's recipe
+        # (docs.python.org/3/library/signal.html#note-on-sigpipe): point stdout at devnull so nothing is flushed
+        # into the closed pipe again.
+        _stdout_to_devnull()
+        return 0
+
+
+def _show_status(args: argparse.Namespace, console: Console) -> int:
+    from mal.automl.eta import eta_text
+    from mal.automl.report import annotated_history, study_result, trials_table
 
     target = distributed_target(args)
     if target is not None:
         return status_distributed(*target, args.json, console)
     result = study_result(args.run_dir)
     if args.json:
+        # Each trial as the table shows it too: wall_seconds (so far, while running), epochs_trained, params_text.
+        result = {**result, "history": annotated_history(result["history"])}
         print(json.dumps(result, indent=2, default=str))
         return 0
     progress = result["progress"]
-    console.print(trials_table(result["history"], title=f"{result['workspace']} ({result['phase']})"))
+    console.print(trials_table(result["history"], title=f"{result['workspace']} ({result['phase']})", eta=""))
     console.print(
         f"{progress['completed']}/{progress['total']} finished, {progress['running']} running, "
         f"{progress['failed']} failed; best {result.get('metric')} = {progress['best_metric']} "
         f"(rec {progress['best_rec_id']})"
     )
+    console.print(eta_text(progress))
     if result["stopped_reason"]:
         console.print(f"stopped: {result['stopped_reason']}")
     return 0
+
+
+def _stdout_to_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        # stdout is no file descriptor (a test's capture): replacing the object does the same.
+        sys.stdout = os.fdopen(devnull, "w")
+        return
+    os.close(devnull)
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
@@ -216,7 +253,10 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     target = distributed_target(args)
     if target is not None:
         from mal.automl.distributed_report import write_distributed_report
+        from mal.automl.store_final import evaluate_best_in_store
 
+        # A study created with --create-only has had no final evaluation yet: it runs here once every trial ended.
+        evaluate_best_in_store(*target, Path("automl_runs"), console)
         out = args.out or Path("automl_runs") / target[1] / "report"
         console.print(str(write_distributed_report(*target, out)))
         return 0

@@ -69,6 +69,9 @@ def run_distributed(
     if args.create_only:
         return 0
     _study_worker(args, study, storage, name, workspace_dir, console).run()
+    from mal.automl.store_final import evaluate_best_in_store
+
+    evaluate_best_in_store(storage, name, workspace_dir, console)
     return status_distributed(storage, name, False, console)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from mal.automl.report import best_of_history, render_report
 from mal.automl.storage import build_space, load_distributed_study, redact
+from mal.automl.store_final import FINAL_ATTR
 from mal.automl.study_journal import record_from_frozen
 from mal.automl.trial_record import FINAL_STATES
 from mal.redaction import redact_tree
@@ -66,8 +67,10 @@ def _result_and_config(storage: str | Path, study_name: str) -> tuple[dict[str, 
             "progress": progress,
             "baseline": {"status": "not_run", "metric_value": None, "reason": "distributed studies run no baseline",
                          "comparison_to_best": None},
-            "final_evaluation": {"status": "not_run", "metric_value": None, "comparison_to_baseline": None,
-                                 "reason": "distributed studies run no final evaluation"},
+            "final_evaluation": {"comparison_to_baseline": None, **(study.user_attrs.get(FINAL_ATTR) or {
+                "status": "not_run", "metric_value": None,
+                "reason": "runs once every trial has ended: `mal automl run --storage` does it after its worker, "
+                          "or `mal automl report --storage URL --study NAME`"})},
             "history": history,
         }
     )  # fmt: skip

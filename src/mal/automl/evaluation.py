@@ -7,9 +7,11 @@ record is in state.json) instead of starting it again.
 
 from __future__ import annotations
 
+import copy
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from mal.automl.study_state import StudyContext, job_id_of
 from mal.automl.trial_record import best_of
 from mal.automl.trials import log_tail, trial_spec
 from mal.automl.workspace import write_private_text
-from mal.dotted import set_dotted
+from mal.dotted import get_dotted, set_dotted
 from mal.jobfiles import final_event, read_status_events
 
 
@@ -44,23 +46,43 @@ def baseline_planned(ctx: StudyContext) -> bool:
 
 
 def run_baseline(ctx: StudyContext) -> dict[str, Any]:
-    """baseline.json: from baseline_fn, baseline_metric, or a full training of the default values."""
+    """baseline.json, measured before the launch review as TAO does: from baseline_fn or baseline_metric when
+    given, else `mal evaluate` of the spec's evaluate.checkpoint, else a calibration training of the spec's own
+    values for one resource unit (which also measures the time the review's estimate is made from)."""
     base: dict[str, Any] = {"specs": ctx.base_spec, "metric": ctx.metric}
     if ctx.hooks.baseline_fn is not None:
         try:
             value = metric_value(ctx.hooks.baseline_fn(ctx.base_spec))
         except Exception as exc:
             reason = f"baseline_fn raised {one_line(exc)}"
-            return {**base, "status": "callback_error", "metric_value": None, "reason": reason}
+            return {**base, "kind": "provided", "status": "callback_error", "metric_value": None, "reason": reason}
         status = "provided" if value is not None else "metric_missing"
-        return {**base, "status": status, "metric_value": value, "reason": "from baseline_fn"}
+        return {**base, "kind": "provided", "status": status, "metric_value": value, "reason": "from baseline_fn"}
     if ctx.settings.baseline_metric is not None:
         value = ctx.settings.baseline_metric
-        return {**base, "status": "provided", "metric_value": value, "reason": "automl_settings.baseline_metric"}
+        return {**base, "kind": "provided", "status": "provided", "metric_value": value,
+                "reason": "automl_settings.baseline_metric"}  # fmt: skip
     if not ctx.settings.run_baseline:
         reason = "run_baseline is off and no baseline_fn / baseline_metric was given"
-        return {**base, "status": "skipped", "metric_value": None, "reason": reason}
-    budget = ctx.algorithm.full_budget
+        return {**base, "kind": None, "status": "skipped", "metric_value": None, "reason": reason}
+    checkpoint = get_dotted(ctx.base_spec, "evaluate.checkpoint")
+    if checkpoint:
+        return {**base, **_evaluated(ctx, "baseline", copy.deepcopy(ctx.base_spec), str(checkpoint),
+                                      "the spec's evaluate.checkpoint"), "kind": "evaluation"}
+    return {**base, **_calibration(ctx)}
+
+
+def baseline_blocks(baseline: Mapping[str, Any]) -> str | None:
+    """Why a baseline that was meant to be measured stops the launch (None when it does not)."""
+    if baseline["status"] in ("failed", "metric_missing", "callback_error", "unavailable"):
+        kind = baseline.get("kind") or "baseline"
+        return f"The baseline ({kind}) did not give {baseline['metric']}: {baseline['reason']}"
+    return None
+
+
+def _calibration(ctx: StudyContext) -> dict[str, Any]:
+    """The spec's own values trained for one resource unit: the baseline metric and the measured times."""
+    budget = min(ctx.settings.epoch_multiplier, ctx.algorithm.full_budget)
     results_dir = ctx.ws.root / "baseline"
     spec, adjustments = trial_spec(
         ctx.base_spec, {}, budget, results_dir, None, ctx.platform.devices_per_job, ctx.sample_count
@@ -70,10 +92,11 @@ def run_baseline(ctx: StudyContext) -> dict[str, Any]:
     seconds = time.time() - started
     best = best_checkpoint(results_dir, events)
     out = {
-        **base,
+        "kind": "calibration",
         "specs": spec,
         "budget": budget,
         "seconds": round(seconds, 3),
+        **_epoch_times(events, seconds, budget),
         "adjustments": adjustments,
         "results_dir": str(results_dir),
         "checkpoint": None if best is None else str(best),
@@ -81,12 +104,28 @@ def run_baseline(ctx: StudyContext) -> dict[str, Any]:
     if code != 0:
         failure = classify(code, log_tail(ctx.platform, "baseline"), (final_event(events) or {}).get("message", ""))
         return {**out, "status": "failed", "metric_value": None, "failure_class": failure.category,
-                "reason": failure.reason}  # fmt: skip
+                "reason": f"the calibration training failed ({failure.category}): {failure.reason}"}  # fmt: skip
     value = best_of(epoch_metrics(events, ctx.metric), ctx.settings.direction)
     if value is None:
-        reason = f"the baseline training reported no {ctx.metric}"
+        reason = f"the calibration training reported no {ctx.metric}"
         return {**out, "status": "metric_missing", "metric_value": None, "reason": reason}
-    return {**out, "status": "measured", "metric_value": value, "reason": "default values trained in full"}
+    reason = f"calibration: the spec's own values trained for {budget} epoch(s), not a full training"
+    return {**out, "status": "measured", "metric_value": value, "reason": reason}
+
+
+def _epoch_times(events: Sequence[Mapping[str, Any]], seconds: float, budget: int) -> dict[str, float]:
+    """Start-up and per-epoch seconds of a job, split by its status events' clock when they resolve it (the job's
+    start-up, paid once per training, must not be charged to every epoch of the estimate)."""
+    stamps = []
+    for event in events:
+        try:
+            stamps.append(datetime.fromisoformat(str(event.get("time"))).timestamp())
+        except ValueError:
+            continue
+    span = max(stamps) - min(stamps) if len(stamps) > 1 else 0.0
+    if span < 1.0 or span > seconds:
+        return {"seconds_per_epoch": round(seconds / max(1, budget), 3), "startup_seconds": 0.0}
+    return {"seconds_per_epoch": round(span / max(1, budget), 3), "startup_seconds": round(seconds - span, 3)}
 
 
 def final_evaluation(ctx: StudyContext) -> dict[str, Any]:
@@ -130,32 +169,43 @@ def _final_evaluation(ctx: StudyContext) -> dict[str, Any]:
     if not record.checkpoint or not Path(record.checkpoint).exists():
         reason = f"the best trial {record.job_id} left no best checkpoint to evaluate"
         return {**out, "status": "unavailable", "metric_value": None, "reason": reason}
-    results_dir = ctx.ws.root / "final_evaluation"
     spec = load_yaml(Path(record.results_dir) / "spec.yaml")
+    return {**out, **_evaluated(ctx, "final_evaluation", spec, record.checkpoint, "the best checkpoint")}
+
+
+def _evaluated(ctx: StudyContext, job_id: str, spec: dict[str, Any], checkpoint: str, what: str) -> dict[str, Any]:
+    """`mal evaluate` of `checkpoint` with `spec` as a blocking job in <run>/<job_id>: status, metric_value,
+    reason, metrics (the KPI trainings report as val/mIoU is mIoU in evaluate/metrics.json)."""
+    results_dir = ctx.ws.root / job_id
     spec["results_dir"] = str(results_dir)
-    set_dotted(spec, "evaluate.checkpoint", record.checkpoint)
-    extra = [f"evaluate.checkpoint={record.checkpoint}"]
-    code, events = run_job_blocking(ctx, "final_evaluation", "evaluate", spec, results_dir, extra)
+    set_dotted(spec, "evaluate.checkpoint", checkpoint)
+    started = time.time()
+    code, events = run_job_blocking(ctx, job_id, "evaluate", spec, results_dir, [f"evaluate.checkpoint={checkpoint}"])
+    outcome = evaluation_outcome(code, events, results_dir, ctx.metric, lambda: log_tail(ctx.platform, job_id))
+    if outcome["status"] == "measured":
+        outcome["reason"] = f"mal evaluate on {what}"
+    return {"checkpoint": checkpoint, "seconds": round(time.time() - started, 3), **outcome}
+
+
+def evaluation_outcome(
+    code: int | None, events: list[dict[str, Any]], results_dir: Path, metric: str, tail: Callable[[], str]
+) -> dict[str, Any]:
+    """What a finished `mal evaluate` job measured: status, metric_value, metric, reason, metrics (the KPI a
+    training reports as val/mIoU is mIoU in evaluate/metrics.json). `tail` gives the job's error output."""
     metrics = read_eval_metrics(results_dir)
-    out["metrics"] = metrics
+    out: dict[str, Any] = {"metrics": metrics}
     if code != 0:
-        message = (final_event(events) or {}).get("message", "")
-        failure = classify(code, log_tail(ctx.platform, "final_evaluation"), message)
+        failure = classify(code, tail(), (final_event(events) or {}).get("message", ""))
         reason = f"mal evaluate failed ({failure.category}): {failure.reason}"
         return {**out, "status": "unavailable", "metric_value": None, "reason": reason}
-    key = ctx.metric.split("/", 1)[-1]  # val/mIoU during training is mIoU in metrics.json
+    key = metric.split("/", 1)[-1]
     value = metric_value((metrics or {}).get(key))
     if value is None:
         value = metric_value(((final_event(events) or {}).get("kpi") or {}).get(key))
-    return {
-        **out,
-        "status": "measured" if value is not None else "metric_missing",
-        "metric_value": value,
-        "metric": key,
-        "reason": "mal evaluate on the best checkpoint"
-        if value is not None
-        else f"mal evaluate wrote no {key!r} in evaluate/metrics.json",
-    }
+    if value is None:
+        return {**out, "status": "metric_missing", "metric_value": None, "metric": key,
+                "reason": f"mal evaluate wrote no {key!r} in evaluate/metrics.json"}  # fmt: skip
+    return {**out, "status": "measured", "metric_value": value, "metric": key, "reason": "mal evaluate"}
 
 
 def run_job_blocking(

@@ -1,12 +1,15 @@
 """Checks before a study spends any compute, and the launch review the user confirms.
 
-Preflight: the skill dir parses into a search space, the spec's local data paths exist, and the environment
-variables the study will need are reported as SET or UNSET (never their values); URL passwords are shown as ***.
+Preflight: the skill dir parses into a search space, the spec's local data paths exist, its remote data URLs
+(s3://, gs://, any fsspec URL) exist and can be read, and the environment variables the study will need are reported
+as SET or UNSET (never their values); URL passwords are shown as ***.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +17,7 @@ from typing import Any
 
 from mal.automl.settings import AutoMLSettings
 from mal.dotted import get_dotted
-from mal.redaction import redact_text
+from mal.redaction import redact_text, redact_url, url_secrets
 
 # Spec keys naming inputs a training reads: they must be visible before the study starts.
 DATA_KEYS = (
@@ -29,6 +32,14 @@ _REMOTE_ENV = {
     "s3": (("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), ("AWS_PROFILE",)),
     "gs": (("GOOGLE_APPLICATION_CREDENTIALS",), ()),
 }
+# The remote data check as a whole gives up after this many seconds: a firewalled endpoint that drops packets
+# would otherwise hold the launch for minutes of client retries before saying anything.
+REMOTE_CHECK_TIMEOUT_S = 10.0
+# Per request on s3: fail on the first refused or silent connection instead of botocore's retries with backoff.
+# total_max_attempts counts the first request; `max_attempts: 1` still let aiobotocore try twice.
+_S3_CHECK_CONFIG = {"connect_timeout": 3, "read_timeout": 5, "retries": {"total_max_attempts": 1, "mode": "standard"}}
+# The package fsspec needs for a scheme, named in the error when it is missing (fsspec's own message varies).
+_FS_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
 
 
 @dataclass
@@ -68,6 +79,7 @@ def run_preflight(
         "skill dir", space_error is None, space_error or f"{skill_dir} parses: {space_size} searched parameter(s)"
     )
     schemes: set[str] = set()
+    values: dict[str, str] = {}
     for key in DATA_KEYS:
         value = get_dotted(base_spec, key)
         if not value:
@@ -79,11 +91,16 @@ def run_preflight(
                     warn_only=True,
                 )
             continue
-        text = str(value)
-        if "://" in text:
-            scheme = text.split("://", 1)[0]
-            schemes.add(scheme)
-            report.check(key, True, f"{key} = {text} is remote (checked by the job when it starts)")
+        values[key] = str(value)
+    # All remote values are probed at once, so several keys on one dead endpoint cost one timeout, not five.
+    problems = check_remote_data({key: text for key, text in values.items() if "://" in text})
+    for key, text in values.items():
+        if key in problems:
+            schemes.add(text.split("://", 1)[0].lower())
+            problem = problems[key]
+            detail = f"{key} = {redact_url(text)} " + (problem or "exists and can be read")
+            # The URL's password may also sit outside the URL in the text (a host parsed out of `p@ss@host`).
+            report.check(key, problem is None, redact_text(detail, url_secrets(text)))
             continue
         path = Path(text).expanduser()
         report.check(
@@ -142,6 +159,107 @@ def run_preflight(
         )
     report.env["CUDA_VISIBLE_DEVICES"] = env_state("CUDA_VISIBLE_DEVICES")
     return report
+
+
+def check_remote_data(urls: Mapping[str, str], timeout: float | None = None) -> dict[str, str | None]:
+    """{key: problem} for each remote data URL: None when it can be read, else what went wrong and what to do.
+
+    Each distinct URL is probed in its own daemon thread and all of them share one deadline (`timeout`, default
+    REMOTE_CHECK_TIMEOUT_S): a probe still waiting then counts as an unreachable endpoint, and its thread is left
+    to end on its own rather than hold the launch.
+    """
+    limit = REMOTE_CHECK_TIMEOUT_S if timeout is None else timeout
+    found: dict[str, str | None] = {}
+    threads: dict[str, threading.Thread] = {}
+    for url in dict.fromkeys(urls.values()):
+
+        def probe(url: str = url) -> None:
+            found[url] = remote_read_problem(url)
+
+        threads[url] = threading.Thread(target=probe, name="mal-preflight-probe", daemon=True)
+        threads[url].start()
+    deadline = time.monotonic() + limit
+    for thread in threads.values():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return {
+        key: found[url]
+        if url in found
+        else f"cannot be read (no answer within {limit:g} s: the endpoint is unreachable or too slow); "
+        f"{_unreachable_advice(_scheme_of(url))} before launching"
+        for key, url in urls.items()
+    }
+
+
+def remote_read_problem(url: str) -> str | None:
+    """None when the fsspec URL exists and its first byte (a file) or its listing (a folder or prefix) can be read;
+    otherwise one clause saying what went wrong and what to do. It never quotes the client's error text, which
+    may hold the URL's password.
+
+    The filesystem is opened as mal.data opens its sources, `fsspec.core.url_to_fs(url)`, so the endpoint and
+    credentials come from the same environment the training reads (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID,
+    AWS_PROFILE, FSSPEC_S3_* ...); only the timeouts are the preflight's own. (mal.automl may not import mal.data.)
+    """
+    scheme = _scheme_of(url)
+    # A fresh instance, not fsspec's cached one: the cache keys on arguments, not on the endpoint/credential
+    # variables, which may have changed since an earlier filesystem of this process was made.
+    options: dict[str, Any] = {"skip_instance_cache": True}
+    if scheme in ("s3", "s3a"):
+        options["config_kwargs"] = _S3_CHECK_CONFIG
+    try:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url, **options)
+        if scheme in ("s3", "s3a"):
+            fs.retries = 1  # s3fs retries 5 times with backoff around botocore; a class attribute is its only knob
+        if fs.info(path).get("type") != "directory":
+            fs.cat_file(path, start=0, end=1)  # HEAD answers without the right to GET the object
+    except Exception as exc:  # every failure is reported; the launch must not crash on a probe
+        return _describe_failure(exc, scheme)
+    return None
+
+
+def _scheme_of(url: str) -> str:
+    return url.split("://", 1)[0].lower()
+
+
+def _unreachable_advice(scheme: str) -> str:
+    if scheme in ("s3", "s3a"):  # botocore, which s3fs runs on, reads a non-AWS endpoint from these
+        return (
+            "check the endpoint (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL when it is not AWS), the network and any proxy"
+        )
+    return "check the host, the network and any proxy"
+
+
+def _describe_failure(exc: Exception, scheme: str) -> str:
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if isinstance(exc, ImportError):
+        package = _FS_PACKAGES.get(scheme) or exc.name or "the fsspec filesystem package for it"
+        return (
+            f"cannot be read here: {scheme}:// needs the package {package}; install it where the study and its "
+            "trainings run"
+        )
+    if isinstance(exc, FileNotFoundError):
+        return (
+            "does not exist (not found: no such bucket, object or prefix); fix the URL or upload the data before "
+            "launching"
+        )
+    # s3fs turns AccessDenied into PermissionError; HTTP-based clients (aiohttp, gcsfs) carry the 403 as a status.
+    if isinstance(exc, PermissionError) or 403 in (getattr(exc, "status", None), getattr(exc, "code", None)):
+        return (
+            "cannot be read (access denied); give the credentials in the environment read access to it, or set "
+            "ones that have it, before launching"
+        )
+    if names & {"NoCredentialsError", "PartialCredentialsError", "ProfileNotFound", "CredentialRetrievalError"}:
+        needed, alternatives = _REMOTE_ENV.get(scheme, ((), ()))
+        hint = " and ".join(needed) + (f", or {' or '.join(alternatives)}" if alternatives else "")
+        return (
+            "cannot be read (no usable credentials were found); set "
+            + (hint or "the store's credentials")
+            + " before launching"
+        )
+    if isinstance(exc, ConnectionError | TimeoutError) or any("Connect" in n or "Timeout" in n for n in names):
+        return f"cannot be read (endpoint unreachable); {_unreachable_advice(scheme)} before launching"
+    return f"cannot be read ({type(exc).__name__}); check the URL, the endpoint and the credentials before launching"
 
 
 def format_duration(seconds: float | None) -> str:

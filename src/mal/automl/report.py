@@ -9,12 +9,15 @@ training from scratch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
+from mal.automl.eta import epochs_trained, eta_text, study_progress_eta, wall_seconds
 from mal.automl.evaluation import compare
 from mal.automl.platforms.contract import dump_yaml, load_yaml
 from mal.automl.report_page import markdown, page_html, sections
@@ -26,7 +29,15 @@ from mal.dotted import deep_merge, nest_dotted, set_dotted
 from mal.fileio import atomic_write_text
 from mal.redaction import redact_text, redact_tree
 
-__all__ = ["parameter_importance", "render_report", "study_result", "trials_table", "write_report"]
+__all__ = [
+    "annotated_history",
+    "compact_params",
+    "parameter_importance",
+    "render_report",
+    "study_result",
+    "trials_table",
+    "write_report",
+]
 
 EMPTY_BEST = {"rec_id": None, "job_id": None, "specs": None, "params": None, "metric_value": None,
               "checkpoint": None, "budget": None, "results_dir": None}  # fmt: skip
@@ -63,6 +74,9 @@ def study_result(workspace: Workspace | str | Path) -> dict[str, Any]:
     direction = settings.get("direction", "maximize")
     state = StudyState.from_dict(ws.read_json("state.json") or {})
     review = ws.read_json("launch_review.json") or {}
+    measured = ws.read_json("baseline.json")
+    # Plain records, the same as a journal reads back: the derived per-trial view (`annotated_history`) is a
+    # moment's reading (a running trial's time so far), added by `mal automl status`, not kept in result.json.
     history = [record.entry() for record in sorted(state.trials.values(), key=lambda r: r.rec_id)]
     best = best_of_history(history, direction)
     phase = state.phase
@@ -79,8 +93,9 @@ def study_result(workspace: Workspace | str | Path) -> dict[str, Any]:
         "running": sum(h["status"] == "running" for h in history),
         "failed": sum(h["status"] == "failed" for h in history),
         "phase": phase,
+        **study_progress_eta(history, review, measured, phase),
     }
-    baseline = ws.read_json("baseline.json") or {
+    baseline = measured or {
         "status": "not_run",
         "metric_value": None,
         "reason": "the study has not reached its baseline",
@@ -117,10 +132,71 @@ def study_result(workspace: Workspace | str | Path) -> dict[str, Any]:
 # -- the live table ----------------------------------------------------------------------------------------------
 
 
-def trials_table(history: Sequence[Mapping[str, Any]], title: str = "AutoML trials") -> Table:
+def compact_params(params: Mapping[str, Any]) -> str:
+    """A trial's values on one short line: `lr=1.23e-05 wd=0.001 arch=vit-tiny/16`.
+
+    Keys are cut to their last dotted part, or as many last parts as keep them apart (`train.lr` and `head.lr`
+    both searched show as `train.lr` and `head.lr`); floats keep 3 significant digits."""
+    keys = list(params)
+    short: dict[str, str] = {}
+    for key in keys:
+        parts = str(key).split(".")
+        for cut in range(1, len(parts) + 1):
+            name = ".".join(parts[-cut:])
+            clash = any(other != key and str(other).split(".")[-cut:] == parts[-cut:] for other in keys)
+            if not clash or cut == len(parts):
+                short[key] = name
+                break
+    return " ".join(f"{short[key]}={_compact_value(params[key])}" for key in keys)
+
+
+def _compact_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def short_duration(seconds: float | None) -> str:
+    """`8.2s`, `3m05s`, `2h07m`: a trial's wall time in the table's narrow column."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def annotated_history(history: Sequence[Mapping[str, Any]], now: datetime | None = None) -> list[dict[str, Any]]:
+    """Report entries with what is derived from them: `wall_seconds` (start to end; a running trial's time so
+    far), `epochs_trained` (its own new epochs) and `params_text` (its values, compact). Recomputed from the
+    entry's own fields every time, so the live table (plain `TrialRecord.entry()` dicts) and status agree."""
+    by_rec = {int(h["rec_id"]): h for h in history}
+    out = []
+    for entry in history:
+        wall = wall_seconds(entry, now)
+        out.append(
+            {
+                **entry,
+                "wall_seconds": None if wall is None else round(wall, 3),
+                "epochs_trained": epochs_trained(entry, by_rec),
+                "params_text": compact_params(entry.get("params") or {}),
+            }
+        )
+    return out
+
+
+def trials_table(history: Sequence[Mapping[str, Any]], title: str = "AutoML trials", eta: str | None = None) -> Table:
+    """The trials, one row each (values, epochs, metric, wall time), with the study's ETA as its caption.
+
+    `eta` None: computed from the run folder the trials lie in (`<run>/trials/<job>`), because the scheduler's
+    live table passes its trials alone; no caption when that folder is not a local study's (a shared store's
+    workers). Pass "" for no caption."""
+    history = annotated_history(history)
     table = Table(title=title)
-    for column in ("trial", "rung", "epoch", "metric", "state", "note"):
-        table.add_column(column)
+    for column in ("trial", "rung", "epoch", "metric", "state", "wall", "values", "note"):
+        table.add_column(column, overflow="fold" if column == "values" else "ellipsis")
     for entry in history:
         reached, last = entry["epochs"][-1] if entry["epochs"] else (0, None)
         metric = entry["metric"] if entry["metric"] is not None else last
@@ -133,9 +209,36 @@ def trials_table(history: Sequence[Mapping[str, Any]], title: str = "AutoML tria
             f"{reached}/{entry['budget']}",
             "-" if metric is None else f"{metric:.4f}",
             entry["status"],
+            short_duration(entry["wall_seconds"]),
+            entry["params_text"],
             (note or "")[:60],
         )
+    if eta is None:
+        eta = _live_eta(history)
+    if eta:
+        table.caption = eta
     return table
+
+
+def _live_eta(history: Sequence[Mapping[str, Any]]) -> str | None:
+    """The ETA line of a local study's live table, read from the run folder its trials lie in."""
+    folders = {Path(h["results_dir"]).parent.parent for h in history if h.get("results_dir")}
+    if len(folders) != 1:
+        return None
+    root = folders.pop()
+    if not (root / RUN_FILE).is_file():
+        return None
+    progress = study_progress_eta(history, _json_or_none(root / "launch_review.json"),
+                                  _json_or_none(root / "baseline.json"))  # fmt: skip
+    return eta_text(progress)
+
+
+def _json_or_none(path: Path) -> Any:
+    """A study file, or None when missing or unreadable: the live table must never stop the search it shows."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 # -- the report ----------------------------------------------------------------------------------------------------

@@ -32,7 +32,9 @@ from mal import __version__
 from mal.automl.failures import StudyStoppedError
 from mal.automl.hooks import Hooks
 from mal.automl.platforms.base import Platform
+from mal.automl.platforms.factory import make_platform
 from mal.automl.platforms.local import DEFAULT_COMMAND, LocalPlatform
+from mal.automl.review import PREFLIGHT_FILE, check_before_launch
 from mal.automl.settings import AutoMLSettings, parse_settings, settings_for_algorithm
 from mal.automl.stopping import sigterm_as_interrupt
 from mal.automl.study import execute, open_study
@@ -45,6 +47,22 @@ __all__ = ["STORE_FILE", "AutoMLRunner", "Hooks", "StudyStoppedError"]
 
 # In the run folder of a scheduled shared study: the store and study its jobs go to.
 STORE_FILE = "store.json"
+# In the run folder: how the study's platform was built (make_platform's arguments), so a resume keeps it.
+PLATFORM_FILE = "platform.json"
+
+
+def _saved_platform(workspace: Workspace | None, config: Mapping[str, Any], settings: AutoMLSettings) -> Platform:
+    """The platform a resumed study ran on (platform.json), or local CPU slots for a new study or an old folder."""
+    if workspace is not None and workspace.path(PLATFORM_FILE).is_file():
+        recipe = json.loads(workspace.path(PLATFORM_FILE).read_text(encoding="utf-8"))
+        return make_platform(**recipe)
+    if workspace is not None and config.get("platform") not in (None, "LocalPlatform"):
+        raise SpecError(
+            f"{workspace.root} ran on a {config['platform']} built in Python; resume it from Python with "
+            "AutoMLRunner(platform=<the same platform>, workspace_dir=RUN_DIR).run(resume=True)."
+        )
+    command = config.get("command") or DEFAULT_COMMAND
+    return LocalPlatform(max_concurrent=settings.automl_max_concurrent, command=command)
 
 
 def _now() -> str:
@@ -71,11 +89,15 @@ class AutoMLRunner:
         console: Console | None = None,
         live: bool = False,
         sdk: Platform | None = None,
+        platform_sdk: Platform | None = None,
     ) -> None:
         # Resolved once, here: trials run with their own folder as working directory, so a relative path would
         # point somewhere else for them (and for a resume started from another directory).
         self.skill_dir = None if skill_dir is None else Path(skill_dir).expanduser().resolve()
-        self.platform = platform or sdk
+        given = [p for p in (platform, sdk, platform_sdk) if p is not None]
+        if len(given) > 1:
+            raise SpecError("AutoMLRunner takes one of platform=, sdk= and platform_sdk= (TAO's names), not two.")
+        self.platform = given[0] if given else None
         self.workspace_dir = Path(workspace_dir).expanduser().resolve()
         self.poll_interval = float(poll_interval)
         self.action = action
@@ -118,19 +140,27 @@ class AutoMLRunner:
                 "custom_param_ranges": dict(custom_param_ranges or {}),
             }
             workspace = None
-        platform = self.platform or LocalPlatform(
-            max_concurrent=settings.automl_max_concurrent, command=config.get("command") or DEFAULT_COMMAND
-        )
+        platform = self.platform or _saved_platform(workspace, config, settings)
+        preflight_report = None
         if not resume:
             # The algorithm must plan for the concurrency the platform really gives.
             settings.automl_max_concurrent = min(settings.automl_max_concurrent, platform.capacity)
-            config["settings"] = settings.to_json_dict()
             if isinstance(platform, LocalPlatform):
                 config["command"] = platform.command
-            # Parse everything before creating a folder: a typo must not leave an empty run behind.
-            StudyInputs.build(config, settings)
+            config["platform"] = type(platform).__name__
+            # Parse and check everything before creating a folder: a typo or a failed preflight must not leave an
+            # empty run behind. Building the inputs may fit the metric and the full budget to what the user wrote.
+            inputs = StudyInputs.build(config, settings)
+            config["notes"] = inputs.notes
+            config["settings"] = settings.to_json_dict()
+            preflight_report = check_before_launch(inputs, settings)
             workspace = Workspace.create(self.workspace_dir)
             workspace.write_json(RUN_FILE, config)
+            workspace.write_json(PREFLIGHT_FILE, preflight_report.to_dict())
+            recipe = getattr(platform, "recipe", None)
+            if recipe is not None:
+                # How to build the platform again on resume; owner-only: Slurm env or a command may hold a secret.
+                workspace.write_input_text(PLATFORM_FILE, json.dumps(recipe))
             store_url = getattr(platform, "storage_url", None)
             if store_url is not None:
                 # Where a scheduled study's jobs go, for `mal automl resume`; owner-only: the URL may hold a password.

@@ -1,8 +1,10 @@
 """`automl_settings`: TAO's key names and defaults, validated, with did-you-mean errors for unknown keys.
 
-`parse_settings(mapping)` is the one way in: unknown keys and bad values raise `SpecError` with one sentence;
-the only alias is TAO's `num_recommendations` for `automl_max_recommendations`. `llm_api_key` is a `SecretStr`
-so it never appears in a repr, a log or a JSON dump (`AutoMLSettings.to_json_dict()` leaves it out).
+`parse_settings(mapping)` is the one way in: unknown keys and bad values raise `SpecError` with one sentence.
+TAO's other spellings are read as aliases: `num_recommendations`, `automl_algorithm`, and every `automl_*` setting
+without its prefix (`max_epochs`, `reduction_factor`, ...); the settings keep only the canonical names, and
+`AutoMLSettings.renamed` says which aliases were read (shown once, in the launch review). `llm_api_key` is a
+`SecretStr` so it never appears in a repr, a log or a JSON dump (`AutoMLSettings.to_json_dict()` leaves it out).
 """
 
 from __future__ import annotations
@@ -12,11 +14,20 @@ import reprlib
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
 
 from mal.errors import SpecError
 
-ALIASES = {"num_recommendations": "automl_max_recommendations"}
+# TAO's names that mean one of ours; the unprefixed `automl_*` names are added below the model.
+ALIASES = {"num_recommendations": "automl_max_recommendations", "automl_algorithm": "algorithm"}
+
+# Names TAO users may write that have no single MAL equivalent: refused with what to set instead.
+REFUSED = {
+    "automl_budget": "a study's work is set by automl_max_recommendations trainings "
+    "(random, bayesian, tpe), automl_max_trials configurations of up to automl_max_epochs epochs (hyperband, asha, "
+    "bohb, dehb), automl_population_size x automl_max_generations (pbt) or automl_max_experiments (llm); set the "
+    "one your algorithm reads (the launch review shows the planned trainings and epochs)",
+}
 
 # A wrong value is quoted in the error, cut short: the settings come from a user's file and may be huge.
 _shown = reprlib.Repr()
@@ -95,18 +106,27 @@ class AutoMLSettings(BaseModel):
     llm_max_tokens: int = Field(1024, ge=16)
     """Largest reply, in tokens."""
 
-    run_baseline: bool = False
-    """Train the spec's own values first, for comparison."""
+    run_baseline: bool = True
+    """Measure the starting point before the launch review: `mal evaluate` of the spec's evaluate.checkpoint when
+    given, else a calibration training of the spec's own values for one resource unit (also what the wall-time
+    estimate is measured from). A failed baseline blocks the launch."""
     baseline_metric: float | None = None
     """A known baseline metric, used instead of training the baseline."""
-    run_final_evaluation: bool = False
-    """Evaluate the best checkpoint once the search ends."""
+    run_final_evaluation: bool = True
+    """Evaluate the best checkpoint with `mal evaluate` once the search ends."""
     train_sample_count: int | None = Field(None, ge=1)
     """Train on this many images per trial (a cheaper proxy); None uses all."""
     automl_delete_intermediate_ckpt: bool = True
     """Delete checkpoints that no recommendation can resume from any more."""
     session_id: str | None = None
     """Free-form label of this search (the workspace path, not this id, is what resumes a run)."""
+
+    _renamed: list[tuple[str, str]] = PrivateAttr(default_factory=list)
+
+    @property
+    def renamed(self) -> list[tuple[str, str]]:
+        """(alias, canonical name) of every alias the settings were read from."""
+        return list(self._renamed)
 
     def to_json_dict(self) -> dict[str, Any]:
         """Settings as JSON, without the API key."""
@@ -128,25 +148,36 @@ def parse_settings(
             f"({_shown.repr(settings)}); see docs/ALGORITHMS.md for the keys."
         )
     data = dict(settings or {})
+    renamed = []
     for alias, name in ALIASES.items():
         if alias in data:
             if name in data:
                 raise SpecError(f"{source} sets both {alias} and {name}; keep only {name}.")
             data[name] = data.pop(alias)
+            renamed.append((alias, name))
     known = list(AutoMLSettings.model_fields)
     for key in data:
+        if key in REFUSED:
+            raise SpecError(f"{source} sets {key}, which is not a MAL setting: {REFUSED[key]}.")
         if key not in known:
             hint = difflib.get_close_matches(str(key), known + list(ALIASES), n=1, cutoff=0.6)
             tip = f" Did you mean {hint[0]}?" if hint else " See docs/ALGORITHMS.md for the keys."
             raise SpecError(f"{source} has unknown key {_shown.repr(key)}.{tip}")
     try:
-        return AutoMLSettings(**data)
+        parsed = AutoMLSettings(**data)
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"])
         value = error.get("input")
         shown = "<hidden>" if key == "llm_api_key" else _shown.repr(value)
         raise SpecError(f"{source}.{key} = {shown} is invalid: {error['msg']}.") from None
+    parsed._renamed = renamed
+    return parsed
+
+
+ALIASES.update(
+    {name.removeprefix("automl_"): name for name in AutoMLSettings.model_fields if name.startswith("automl_")}
+)
 
 
 def settings_for_algorithm(
@@ -162,6 +193,9 @@ def settings_for_algorithm(
             )
         return settings
     data = dict(settings or {}) if isinstance(settings, Mapping) else settings
+    tao_spelling = isinstance(data, dict) and "automl_algorithm" in data and "algorithm" not in data
+    if tao_spelling:
+        data["algorithm"] = data.pop("automl_algorithm")  # TAO's spelling, compared below like ours
     if algorithm is not None and isinstance(data, dict):
         if data.get("algorithm", algorithm) != algorithm:
             raise SpecError(
@@ -169,4 +203,7 @@ def settings_for_algorithm(
                 "named beside it disagree; set only one."
             )
         data["algorithm"] = algorithm
-    return parse_settings(data, source=source)
+    parsed = parse_settings(data, source=source)
+    if tao_spelling:
+        parsed._renamed.insert(0, ("automl_algorithm", "algorithm"))
+    return parsed

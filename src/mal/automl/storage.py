@@ -43,6 +43,7 @@ from mal.automl.platforms.contract import load_yaml
 from mal.automl.settings import parse_settings
 from mal.automl.space import SearchSpace
 from mal.automl.study_inputs import absolute_data_paths
+from mal.automl.study_rules import action_kpis, check_skill, honour_user_values, read_skill_info, resolve_metric
 from mal.dotted import deep_merge, nest_dotted
 from mal.errors import SpecError, UserError
 from mal.redaction import redact_text, redact_url, split_userinfo, url_secrets
@@ -190,6 +191,11 @@ def create_distributed_study(
     kill_grace: seconds a stopped local trial gets between SIGTERM and SIGKILL on every worker.
     """
     settings = parse_settings(automl_settings)
+    skill = Path(skill_dir)
+    info = read_skill_info(skill)
+    check_skill(skill, action, info)
+    resolve_metric(settings, action_kpis(info, action), action)
+    honour_user_values(settings, nest_dotted(spec_overrides or {}))
     scheduled = settings.algorithm in ALGORITHMS and not ALGORITHMS[settings.algorithm].shared_store
     if scheduled and enqueue:
         raise SpecError(
@@ -201,7 +207,6 @@ def create_distributed_study(
             f"grace_period {grace_period}s must exceed twice heartbeat_interval {heartbeat_interval}s, or live "
             f"workers would be declared dead between two beats."
         )
-    skill = Path(skill_dir)
     schema_path = skill / "schemas" / f"{action}.schema.json"
     SearchSpace.from_skill_dir(skill, automl_hyperparameters, custom_param_ranges, action=action)  # errors here
     template_path = skill / "references" / f"spec_template_{action}.yaml"

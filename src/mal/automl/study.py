@@ -1,7 +1,7 @@
 """One local study from start to end, in phases that survive a restart:
 
-    new -> (preflight, launch review, confirmation) -> baseline -> search -> final -> done
-                                 declined <-+            stopped <-+ (repeated failures; resume continues)
+    new (preflight) -> baseline -> review (+ confirmation) -> search -> final -> done
+                                       declined <-+         stopped <-+ (repeated failures; resume continues)
 
 Each phase's outcome is on disk before the next starts (state.json, baseline.json, final_evaluation.json), so
 `mal automl resume` picks up at the phase it stopped in. The parts live in their own modules: the launch review
@@ -17,12 +17,12 @@ from typing import Any
 from rich.console import Console
 
 from mal.automl.algorithms import make_algorithm
-from mal.automl.evaluation import final_evaluation, run_baseline
+from mal.automl.evaluation import baseline_blocks, final_evaluation, run_baseline
 from mal.automl.failures import StudyStoppedError
 from mal.automl.hooks import Hooks
 from mal.automl.platforms.base import Platform
 from mal.automl.platforms.contract import count_train_samples, dump_yaml, load_yaml
-from mal.automl.review import confirm, launch_review, preflight, print_review
+from mal.automl.review import PREFLIGHT_FILE, confirm, launch_review, preflight, print_review
 from mal.automl.scheduler import Scheduler
 from mal.automl.settings import AutoMLSettings
 from mal.automl.study_inputs import StudyInputs
@@ -80,24 +80,34 @@ def execute(ctx: StudyContext, resume: bool, yes: bool) -> dict[str, Any]:
         _restore(ctx, scheduler)
     state = ctx.state
     if resume and state.phase == "declined":
-        state.phase = "new"  # resuming a declined launch asks again
+        state.phase = "review"  # resuming a declined launch shows the review again
     if not ctx.ws.path("base_spec.yaml").exists():
         ctx.ws.write_input_text("base_spec.yaml", dump_yaml(ctx.base_spec))
     ctx.sample_count = ctx.settings.train_sample_count or count_train_samples(ctx.base_spec)
-    if state.phase == "new":
-        preflight(ctx)
-        print_review(ctx, launch_review(ctx, baseline=None))
-        if not yes and not confirm(ctx):
-            state.phase = "declined"
-            ctx.save()
-            return _finish(ctx, study_result(ctx.ws))
-        state.phase = "baseline"
-        ctx.save()
     try:
+        if state.phase == "new":
+            if not ctx.ws.path(PREFLIGHT_FILE).is_file():
+                preflight(ctx)
+            state.phase = "baseline"
+            ctx.save()
         if state.phase == "baseline":
+            # Measured before the review, as TAO does: the review shows its metric and the time it took.
             baseline = run_baseline(ctx)
             ctx.ws.write_json("baseline.json", baseline)
-            print_review(ctx, launch_review(ctx, baseline))
+            blocked = baseline_blocks(baseline)
+            if blocked is not None:
+                ctx.state.jobs.pop("baseline", None)  # the resume after the fix measures it again
+                code = 2 if baseline.get("failure_class") in (None, "spec", "data", "metric_missing") else 1
+                raise StudyStoppedError(f"{blocked}. Fix it, then launch with `mal automl resume {ctx.ws.root}`.",
+                                        code)  # fmt: skip
+            state.phase = "review"
+            ctx.save()
+        if state.phase == "review":
+            print_review(ctx, launch_review(ctx, ctx.ws.read_json("baseline.json")))
+            if not yes and not confirm(ctx):
+                state.phase = "declined"
+                ctx.save()
+                return _finish(ctx, study_result(ctx.ws))
             state.phase = "search"
             ctx.save()
         if state.phase in ("search", "stopped"):
@@ -113,7 +123,9 @@ def execute(ctx: StudyContext, resume: bool, yes: bool) -> dict[str, Any]:
             ctx.save()
     except StudyStoppedError as exc:
         scheduler.stop_running()
-        state.phase, state.stopped_reason = "stopped", str(exc)
+        # A failed baseline stays in its phase: the next resume measures it again before the review.
+        state.phase = "stopped" if state.phase == "search" else state.phase
+        state.stopped_reason = str(exc)
         ctx.save()
         write_report(ctx.ws)
         raise

@@ -20,6 +20,8 @@ STUDY_KEYS = (
     "skill_dir",
     "workspace_dir",
     "algorithm",
+    "automl_algorithm",
+    "spec",
     "automl_settings",
     "spec_overrides",
     "hyperparameters",
@@ -117,6 +119,8 @@ STUDY_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "skill_dir": _text,
     "workspace_dir": _text,
     "algorithm": _text,
+    "automl_algorithm": _text,
+    "spec": _text,
     "automl_settings": _mapping,
     "spec_overrides": _mapping,
     "hyperparameters": _names,
@@ -145,12 +149,17 @@ def read_study_file(path: Path) -> dict[str, Any]:
             hint = difflib.get_close_matches(str(key), STUDY_KEYS, n=1, cutoff=0.6)
             tip = f" Did you mean {hint[0]}?" if hint else f" Known keys: {', '.join(STUDY_KEYS)}."
             raise SpecError(f"AutoML study file {path} has unknown key {shown(key)}.{tip}")
-    if "hyperparameters" in data and "automl_hyperparameters" in data:
-        raise SpecError(f"{path} sets both hyperparameters and automl_hyperparameters; keep one.")
+    for ours, theirs in (("hyperparameters", "automl_hyperparameters"), ("algorithm", "automl_algorithm")):
+        if ours in data and theirs in data:
+            raise SpecError(f"AutoML study file {path} sets both {ours} and {theirs}; keep one.")
     for key, value in data.items():
         problem = None if value is None else STUDY_CHECKS[key](value)
         if problem is not None:
             raise SpecError(f"AutoML study file {path}: {key} = {shown(value)} {problem}.")
+    if data.get("automl_algorithm") is not None:
+        data["algorithm"] = data.pop("automl_algorithm")  # TAO's name for the same key
+    if data.get("spec") is not None:
+        data["spec_overrides"] = _with_base_spec(path, data["spec"], data.get("spec_overrides"))
     workspace = data.get("workspace_dir")
     if workspace is not None and Path(workspace).expanduser().exists() and not Path(workspace).expanduser().is_dir():
         raise SpecError(f"AutoML study file {path}: workspace_dir {workspace} is a file; name a folder.")
@@ -163,6 +172,19 @@ def read_study_file(path: Path) -> dict[str, Any]:
             raise SpecError(f"AutoML study file {path}: {exc}") from None
     _study_settings(data, f"AutoML study file {path}: automl_settings")
     return dict(data)
+
+
+def _with_base_spec(path: Path, spec: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The study's overrides on top of the base spec it names (`spec:`, relative to the study file's folder): the
+    spec file is the user's own, so everything in it counts as written by the user, as spec_overrides do."""
+    from mal.dotted import deep_merge, nest_dotted
+
+    base_path = (path.parent / Path(spec).expanduser()).resolve()
+    base = load_mapping(
+        base_path, f"AutoML study file {path}: spec {spec}", "must hold a mapping of spec keys, not a {kind}.",
+        {"missing": f"; `spec:` is read relative to {path.parent}"},
+    )  # fmt: skip
+    return deep_merge(nest_dotted(base), nest_dotted(overrides or {}))
 
 
 def study_value(study: Mapping[str, Any], key: str, default: Any) -> Any:

@@ -23,7 +23,7 @@ from mal.automl.trial_record import TrialRecord
 from mal.automl.trials import now
 from mal.automl.workspace import Workspace
 
-Phase = Literal["new", "declined", "baseline", "search", "stopped", "final", "done"]
+Phase = Literal["new", "baseline", "review", "declined", "search", "stopped", "final", "done"]
 
 
 @dataclass

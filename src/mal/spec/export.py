@@ -4,7 +4,9 @@
     schemas/<action>.schema.json   JSON schema of the spec, with TAO's AutoML leaf annotations
     schemas/manifest.json          what was written, for tools that read the skill
     references/spec_template_<action>.yaml   the defaults, commented; loading it gives the defaults back
-    references/skill_info.yaml     the actions, their commands, inputs and outputs
+    references/skill_info.yaml     the actions (command, inputs, outputs, metric, KPIs), the AutoML policy and
+                                   where a training's checkpoints are
+    SKILL.md                       the same for a reader: actions, AutoML, every spec key (`mal.spec.skill_markdown`)
 `spec_reference_markdown()` renders docs/SPEC.md.
 """
 
@@ -21,19 +23,38 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from mal import __version__
+from mal import __version__, jobfiles
 from mal.fileio import atomic_write_text
 from mal.spec.schema import ACTIONS, AUTOML_DEFAULT_PARAMETERS, SECTION_DOCS, ExperimentSpec
+from mal.spec.skill_markdown import skill_markdown
+
+# Where a training's checkpoints are, as `{results_dir}` templates. The names come from `mal.jobfiles`, the module
+# the engine writes them with, so the skill cannot name a file the training does not write.
+_TRAIN_DIR = f"{{results_dir}}/{jobfiles.TRAIN_DIR}"
+BEST_CHECKPOINT_PATH = f"{_TRAIN_DIR}/{jobfiles.BEST_CHECKPOINT}"
+LATEST_CHECKPOINT_PATH = f"{_TRAIN_DIR}/{jobfiles.LATEST_CHECKPOINT}"
+EPOCH_CHECKPOINT_PATH = f"{_TRAIN_DIR}/{jobfiles.EPOCH_CHECKPOINT.replace('{epoch:03d}', '{NNN}')}"
+RESUME_KEY = "train.resume_training_checkpoint_path"
+
+# The KPIs each action's status.json `kpi` may report. mal.spec may not import the engine (import-linter), so
+# they are listed here and tests/spec/test_skill_layout.py checks them against a real run: train's are the
+# `self.log` keys of mal.engine.module (val/* only in epochs that validated); evaluate's are the float values of
+# its metrics.json (mal.engine.evaluate.score_labels: mIoU by size, the box-fill baseline, COCO mask AP, seconds);
+# inference reports its throughput; export reports none.
+TRAIN_KPIS = ["train/loss", "train/loss_mil", "train/loss_crf", "train/lr", "val/mIoU", "val/instances"]
+EVALUATE_KPIS = ["mIoU", "mIoU_small", "mIoU_medium", "mIoU_large", "box_fill_mIoU",
+                 "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "seconds"]
 
 ACTION_INFO: dict[str, dict[str, Any]] = {
     "train": {
         "description": "Train the box-supervised ViT (student + EMA teacher) on the boxes of a COCO file.",
         "inputs": ["dataset.train_ann_path", "dataset.train_img_dir", "dataset.val_ann_path",
                    "dataset.val_img_dir", "train.pretrained_model_path"],
-        "outputs": ["{results_dir}/train/status.json", "{results_dir}/train/mal_model_epoch_{NNN}.pth",
-                    "{results_dir}/train/mal_model_latest.pth"],
+        "outputs": [f"{_TRAIN_DIR}/{jobfiles.STATUS_FILE}", EPOCH_CHECKPOINT_PATH, LATEST_CHECKPOINT_PATH,
+                    BEST_CHECKPOINT_PATH],
         "metric": "val/mIoU",
         "direction": "maximize",
+        "kpis": TRAIN_KPIS,
         "automl_enabled": True,
     },
     "evaluate": {
@@ -43,18 +64,21 @@ ACTION_INFO: dict[str, dict[str, Any]] = {
         "outputs": ["{results_dir}/evaluate/metrics.json", "{results_dir}/evaluate/status.json"],
         "metric": "mIoU",
         "direction": "maximize",
+        "kpis": EVALUATE_KPIS,
         "automl_enabled": True,
     },
     "inference": {
         "description": "Write the auto-labels: the input COCO JSON with an RLE mask on every box.",
         "inputs": ["inference.checkpoint", "inference.ann_path", "inference.img_dir"],
         "outputs": ["inference.label_dump_path", "{results_dir}/inference/status.json"],
+        "kpis": ["boxes", "boxes_per_second"],
         "automl_enabled": False,
     },
     "export": {
         "description": "Export the inference network to ONNX (crop batch in, mask logits out).",
         "inputs": ["export.checkpoint"],
-        "outputs": ["export.onnx_file"],
+        "outputs": ["export.onnx_file", "{results_dir}/export/status.json"],
+        "kpis": [],
         "automl_enabled": False,
     },
 }
@@ -210,12 +234,60 @@ def spec_template(action: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def action_kpis(action: str) -> list[str]:
+    """The KPI names `action`'s status.json `kpi` may report (skill_info.yaml's `actions.<action>.kpis`)."""
+    if action not in ACTION_INFO:
+        raise ValueError(f"unknown action {action!r}; the skill describes {', '.join(ACTION_INFO)}")
+    return list(ACTION_INFO[action]["kpis"])
+
+
+def automl_policy() -> dict[str, Any]:
+    """What a runner should do when a user asks for AutoML without saying how (skill_info.yaml's
+    `automl_policy`). The values match mal.automl's own defaults (AutoMLSettings, automl.yaml), which mal.spec may
+    not import; tests/spec/test_skill_layout.py checks they agree."""
+    train = ACTION_INFO["train"]
+    return {
+        "default_algorithm": "bayesian",
+        "metric": train["metric"],
+        "direction": train["direction"],
+        "metric_action": "train",
+        "default_parameters": list(AUTOML_DEFAULT_PARAMETERS),
+        "enabled_parameters": automl_enabled_keys(),
+        "epochs_key": "train.num_epochs",
+        "results_dir_key": "results_dir",
+        "resume_checkpoint_key": RESUME_KEY,
+    }
+
+
+def checkpoint_locations() -> dict[str, Any]:
+    """Where a training's checkpoints are and which spec keys take them (skill_info.yaml's `checkpoints`)."""
+    return {
+        "action": "train",
+        "dir": _TRAIN_DIR,
+        "best": BEST_CHECKPOINT_PATH,
+        "latest": LATEST_CHECKPOINT_PATH,
+        "epoch": EPOCH_CHECKPOINT_PATH,
+        # Lightning names the file by its zero-based epoch, while status.json events count epochs from 1.
+        "epoch_number": "the zero-based epoch, three digits: the status.json event with epoch E wrote "
+        + jobfiles.EPOCH_CHECKPOINT.replace("{epoch:03d}", "{E-1:03d}"),
+        "best_metric": ACTION_INFO["train"]["metric"],
+        "evaluate_key": "evaluate.checkpoint",
+        "inference_key": "inference.checkpoint",
+        "export_key": "export.checkpoint",
+        "resume_key": RESUME_KEY,
+        "resume_latest_value": "auto",
+    }
+
+
 def skill_info() -> dict[str, Any]:
     return {
         "name": "mal",
         "display_name": "MAL mask auto-labeler",
         "version": __version__,
         "description": "Instance masks for every box of a COCO file, from box supervision (MAL, CVPR 2023).",
+        "automl_enabled": any(info["automl_enabled"] for info in ACTION_INFO.values()),
+        "automl_policy": automl_policy(),
+        "checkpoints": checkpoint_locations(),
         "actions": {
             action: {
                 "command": f"mal {action} -e {{config_path}}",
@@ -226,6 +298,7 @@ def skill_info() -> dict[str, Any]:
                 "outputs": info["outputs"],
                 "automl_enabled": info["automl_enabled"],
                 **({"metric": info["metric"], "direction": info["direction"]} if "metric" in info else {}),
+                "kpis": list(info["kpis"]),
             }
             for action, info in ACTION_INFO.items()
         },
@@ -257,10 +330,15 @@ def write_skill_dir(out: str | Path) -> list[Path]:
             for action in ACTIONS
         },
         "skill_info": "references/skill_info.yaml",
+        "skill_md": "SKILL.md",
     }
     manifest_path = root / "schemas" / "manifest.json"
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
     written.append(manifest_path)
+    skill_path = root / "SKILL.md"
+    files = [path.relative_to(root).as_posix() for path in written]
+    atomic_write_text(skill_path, skill_markdown(skill_info(), action_schema("train"), files))
+    written.append(skill_path)
     return written
 
 

@@ -67,6 +67,9 @@ class JobRecord:
 class Platform(ABC):
     """Runs contract jobs. `capacity` jobs may run at once; `devices_per_job` is how many devices each sees."""
 
+    # make_platform's arguments when it built this platform (a study saves them to build it again on resume).
+    recipe: dict[str, Any] | None = None
+
     @property
     @abstractmethod
     def capacity(self) -> int:

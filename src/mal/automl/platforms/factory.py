@@ -26,14 +26,21 @@ def make_platform(
     slurm: the study's `slurm:` mapping; slurm_overrides (a worker's --partition, --account, --time) win over it.
     """
     name = name or "local"
+    # What built the platform, kept by a study so that its resume builds the same one.
+    recipe = {"name": name, "max_concurrent": max_concurrent, "command": command, "kill_grace": kill_grace,
+              "slurm": None if slurm is None else dict(slurm), **slurm_overrides}  # fmt: skip
     command = command or DEFAULT_COMMAND
+    platform: Platform
     if name == "local":
-        return LocalPlatform(
+        platform = LocalPlatform(
             max_concurrent=max_concurrent, command=command, kill_grace=5.0 if kill_grace is None else kill_grace
         )
-    if name == "slurm":
+    elif name == "slurm":
         from mal.automl.platforms.slurm import SlurmPlatform
 
         settings = {"max_concurrent": max_concurrent, "command": command, **dict(slurm or {})}
-        return SlurmPlatform.from_settings(settings, **slurm_overrides)
-    raise SpecError(f"platform {name!r} is unknown; use one of {list(PLATFORMS)}.")
+        platform = SlurmPlatform.from_settings(settings, **slurm_overrides)
+    else:
+        raise SpecError(f"platform {name!r} is unknown; use one of {list(PLATFORMS)}.")
+    platform.recipe = recipe
+    return platform

@@ -15,7 +15,9 @@ val_accuracy of 1,000 fixed random configurations, so that tasks can be pooled. 
 the task x seed runs. An algorithm that finishes before the budget is spent (PBT's population reaches 52 epochs)
 is started again with a new seed, as a user would.
 
-Writes benchmarks/results/hpo_lcbench{_quick}.json, .md and .png.
+Writes benchmarks/results/hpo_lcbench{_quick}.json, .md and .png, and the statistics of benchmarks/hpo_stats.py
+(normalised regret and its AUC with paired bootstrap intervals; TAO's protocol against TAO's figures) as
+hpo_lcbench{_quick}_stats.json and .md.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from hpo_stats import analyse
 from yahpo import DATA_DIR, MAX_EPOCH, LCBench, lcbench_space, lcbench_tasks, worst_final_accuracy
 
 from mal.automl.algorithms import make_algorithm
@@ -446,9 +449,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     table = markdown(summary, args, len(args.tasks) * args.seeds, seconds)
     write_report(stem, runs, summary, protocol, table)
+    stats, stats_table = analyse(RESULTS / f"{stem}.json")  # the statistics the verdicts rest on (hpo_stats.py)
+    atomic_write_text(RESULTS / f"{stem}_stats.json", json.dumps(stats, indent=1) + "\n")
+    atomic_write_text(RESULTS / f"{stem}_stats.md", stats_table + "\n")
     title = "YAHPO LCBench surrogate, 1 worker" + (": oracle ranks (a diagnostic)" if args.oracle_ranks else "")
     plot(summary, RESULTS / f"{stem}.png", title)
     print(table)
+    print(stats_table)
     return 0
 
 

@@ -35,8 +35,8 @@ docs: $(STAMP)
 
 # The auto-label quality table of docs/QUALITY.md (about 5 minutes on a quiet 2-core CPU, data from ../shared).
 quality: $(STAMP)
-	$(BIN)/python benchmarks/quality.py ../shared/data/dsb2018_dev --spec specs/cpu_nuclei.yaml
-	$(BIN)/python benchmarks/quality.py ../shared/data/coco128_dev --spec specs/cpu_natural.yaml
+	$(BIN)/python benchmarks/quality.py ../shared/data/dsb2018_dev --spec cpu-nuclei
+	$(BIN)/python benchmarks/quality.py ../shared/data/coco128_dev --spec cpu-natural
 
 clean:
 	rm -rf $(VENV) .pytest_cache results

@@ -2,8 +2,8 @@
 
 One command per dataset, e.g.
 
-    .venv/bin/python benchmarks/quality.py ../shared/data/dsb2018_dev --spec specs/cpu_nuclei.yaml
-    .venv/bin/python benchmarks/quality.py ../shared/data/coco128_dev --spec specs/cpu_natural.yaml
+    .venv/bin/python benchmarks/quality.py ../shared/data/dsb2018_dev --spec cpu-nuclei
+    .venv/bin/python benchmarks/quality.py ../shared/data/coco128_dev --spec cpu-natural
 
 The protocol:
 1. The ground-truth masks are hidden: `mal train` and `mal inference` only see `boxes.json`, a copy of the
@@ -39,6 +39,7 @@ from mal.engine.evaluate import score_labels
 from mal.engine.labeling import BoxLabel
 from mal.fileio import atomic_write_json
 from mal.masks import box_fill_rle, encode_masks
+from mal.spec.load import resolve_spec_file
 
 METRIC_KEYS = ("mIoU", "mIoU_small", "mIoU_medium", "mIoU_large", "AP", "AP50", "AP75")
 BUDGET_S = 30 * 60
@@ -186,7 +187,7 @@ def ours_metrics(gt: CocoBoxes, label_path: Path) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data_dir", type=Path, help="dataset folder with annotations.json (GT masks) and images/")
-    parser.add_argument("--spec", type=Path, required=True, help="the mal spec preset (e.g. specs/cpu_nuclei.yaml)")
+    parser.add_argument("--spec", required=True, help="the mal spec: a preset's name (e.g. cpu-nuclei) or a file")
     parser.add_argument("--name", help="results name (default: quality_<data folder name>)")
     parser.add_argument("--work-dir", type=Path, help="scratch folder (default: benchmarks/out/<name>)")
     parser.add_argument("--max-images", type=int, help="use only this many images, spread over the ids")
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     work_dir = (args.work_dir or REPO_ROOT / "benchmarks" / "out" / name).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     gt_path, boxes_path, image_dir = prepare_files(data_dir, work_dir, args.max_images)
-    spec_path = args.spec.resolve()
+    spec_path = resolve_spec_file(args.spec)[0].resolve()  # a shipped preset is a file inside the package
     run_dir = work_dir / "run"
     label_path = work_dir / "labels.json"
     common = [

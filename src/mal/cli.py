@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import signal
 import sys
@@ -16,11 +17,15 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mal import __version__
 from mal.errors import UserError
 from mal.fileio import STORAGE_ERRNOS
 from mal.redaction import redact_text
+
+if TYPE_CHECKING:
+    from mal.spec.schema import ExperimentSpec
 
 # action -> (module:function running it with the loaded spec, one-line help)
 SPEC_ACTIONS: dict[str, tuple[str, str]] = {
@@ -36,7 +41,9 @@ SPEC_ACTIONS: dict[str, tuple[str, str]] = {
 
 def _add_spec_arguments(parser: argparse.ArgumentParser, spec_required: bool = True) -> None:
     parser.add_argument("-e", "--experiment_spec", "--experiment-spec", dest="spec", required=spec_required,
-                        metavar="SPEC", help="spec YAML file (TAO layout; see `mal schema`)")
+                        action="append", metavar="SPEC",
+                        help="spec YAML file (TAO layout; see `mal schema`) or a shipped preset's name (see `mal "
+                        "presets`); repeat it to merge several, later files win: -e cpu-natural -e my_data.yaml")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="override spec keys, e.g. train.lr=1e-5 model.arch=vit-tiny/16")
     parser.add_argument("--print-spec", action="store_true", help="print the resolved spec and exit")
@@ -56,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mal {__version__}")
     _add_debug(parser, top_level=True)
-    actions = parser.add_subparsers(dest="action", metavar="action", required=True)
+    actions = parser.add_subparsers(dest="action", metavar="action", required=True,
+                                    help="what to do (`mal ACTION --help` for its options)")
 
     for name, (_, help_text) in SPEC_ACTIONS.items():
         sub = actions.add_parser(name, help=help_text, description=help_text)
@@ -69,8 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--docs", type=Path, help="also write the spec reference markdown to this file")
     _add_debug(schema)
 
+    presets = actions.add_parser("presets", help="list the shipped spec presets, or print one",
+                                 description="List the spec presets shipped with mal (name, description, the data "
+                                 "they fit), or print one preset's YAML.")
+    presets.add_argument("name", nargs="?", default=None, help="a preset to print, e.g. cpu-natural")
+    _add_debug(presets)
+
     dataset = actions.add_parser("dataset", help="dataset tools (check)")
-    dataset_actions = dataset.add_subparsers(dest="dataset_action", metavar="command", required=True)
+    dataset_actions = dataset.add_subparsers(dest="dataset_action", metavar="command", required=True,
+                                             help="the dataset tool to run")
     check = dataset_actions.add_parser("check", help="validate the COCO files and images of a spec",
                                        description="Validate the spec's COCO files and images; exit 2 on errors.")
     _add_spec_arguments(check)
@@ -94,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_debug(demo)
 
     automl = actions.add_parser("automl", add_help=False,
-                                help="hyperparameter search over `mal train` (run/status/resume/report)")
+                                help="hyperparameter search over `mal train` (run/status/resume/report/worker)")
     automl.add_argument("automl_args", nargs=argparse.REMAINDER, help="see `mal automl --help`")
     _add_debug(automl)
     return parser
@@ -105,13 +120,44 @@ def _resolve(target: str) -> Callable[..., int | None]:
     return getattr(importlib.import_module(module_name), function_name)
 
 
+def _check_weights(spec: ExperimentSpec) -> None:
+    """Train's pretrained weights exist (or a timm name is in the local cache) and fit model.arch: said at once,
+    not after the data is read and the network built."""
+    if spec.train.pretrained_model_path:
+        from mal.weights import check_pretrained
+
+        check_pretrained(spec.train.pretrained_model_path, spec.model.arch, spec.dataset.crop_size)
+
+
+def _is_first_process() -> bool:
+    # Lightning's DDP re-runs this command in each extra process with LOCAL_RANK (and NODE_RANK) set; torchrun
+    # sets RANK, srun SLURM_PROCID: a note for the whole run is printed by its first process only.
+    ranks = ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")
+    return all(os.environ.get(name, "0") == "0" for name in ranks)
+
+
+def _print_cpu_preset_hint(args: argparse.Namespace, spec: ExperimentSpec) -> None:
+    import torch
+
+    from mal.presets import cpu_preset_hint
+
+    hint = cpu_preset_hint(spec.model.arch, spec.dataset.crop_size, has_gpu=torch.cuda.is_available(),
+                           has_weights=bool(spec.train.pretrained_model_path), spec_args=args.spec or ())
+    if hint and _is_first_process():
+        print(f"mal {args.action}: {hint}", file=sys.stderr, flush=True)
+
+
 def _run_spec_action(args: argparse.Namespace) -> int:
     from mal.spec import dump_spec_yaml, load_spec
 
     spec = load_spec(args.spec, args.overrides)
+    if args.action == "train":
+        _check_weights(spec)
     if args.print_spec:
         sys.stdout.write(dump_spec_yaml(spec))
         return 0
+    if args.action == "train":
+        _print_cpu_preset_hint(args, spec)
     runner = _resolve(SPEC_ACTIONS[args.action][0])
     return int(runner(spec) or 0)
 
@@ -136,9 +182,24 @@ def _run_dataset(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, args.overrides)
     if args.print_spec:
+        _check_weights(spec)  # the run below checks them too (mal.engine.dataset_check)
         sys.stdout.write(dump_spec_yaml(spec))
         return 0
     return int(_resolve("mal.engine.dataset_check:run")(spec) or 0)
+
+
+def _run_presets(args: argparse.Namespace) -> int:
+    from mal.presets import find_preset, preset_names, presets_table
+
+    if args.name is None:
+        sys.stdout.write(presets_table())
+        return 0
+    path = find_preset(args.name)
+    if path is None:
+        raise UserError(f"there is no shipped preset {args.name}; the presets are {', '.join(preset_names())} "
+                        "(`mal presets` describes them).")
+    sys.stdout.write(path.read_text(encoding="utf-8"))
+    return 0
 
 
 def _run_gallery(args: argparse.Namespace) -> int:
@@ -158,6 +219,7 @@ def _run_automl(args: argparse.Namespace) -> int:
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "schema": _run_schema,
+    "presets": _run_presets,
     "dataset": _run_dataset,
     "gallery": _run_gallery,
     "demo": _run_demo,
@@ -172,7 +234,8 @@ def _stopped_line(args: argparse.Namespace, exc: KeyboardInterrupt) -> tuple[str
     if args.action != "train" or not getattr(args, "spec", None):
         return f"{how}.", 128 + signum
     kept = [text for text in args.overrides if not text.startswith("train.resume_training_checkpoint_path=")]
-    command = shlex.join(["mal", "train", "-e", args.spec, *kept, "train.resume_training_checkpoint_path=auto"])
+    specs = [part for spec in args.spec for part in ("-e", spec)]
+    command = shlex.join(["mal", "train", *specs, *kept, "train.resume_training_checkpoint_path=auto"])
     return f"{how}; continue from the last checkpoint with: {command}", 128 + signum
 
 

@@ -4,9 +4,11 @@ The engine writes these files and `mal.automl` reads them; both import the names
 cannot drift apart (docs/ARCHITECTURE.md, "Contracts"):
 
     results_dir/<action>/status.json            JSON Lines events: status, epoch, max_epoch, kpi, message, time
-    results_dir/train/mal_model_epoch_NNN.pth   one per checkpointed epoch, written atomically
-    results_dir/train/mal_model_latest.pth      a link to the newest epoch file
-    results_dir/train/mal_model_best.pth        the best epoch by the monitored metric
+    results_dir/train/mal_model_epoch_NNN.pth   after epoch NNN (counted from 1, as status.json's `epoch`),
+                                                written atomically; the newest train.keep_last_checkpoints are kept
+    results_dir/train/mal_model_latest.pth      a symlink to the newest epoch file
+    results_dir/train/mal_model_best.pth        the best epoch by the monitored metric: a hard link to its epoch
+                                                file (a symlink where hard links are impossible)
 
 Standard library only: every layer may import it.
 """

@@ -211,3 +211,18 @@ def test_access_denied_is_named_as_such(monkeypatch):
     monkeypatch.setattr(fsspec.core, "url_to_fs", lambda url, **options: (Refusing(), url))
     problem = remote_read_problem("gs://private/t.json")
     assert problem is not None and problem.startswith("cannot be read (access denied);")
+
+
+def test_a_timm_model_name_as_pretrained_weights_is_no_missing_file(tmp_path):
+    from mal.automl.preflight import run_preflight
+    from mal.automl.settings import parse_settings
+    from mal.automl.study_inputs import absolute_data_paths
+
+    overrides = absolute_data_paths({"train.pretrained_model_path": "vit_small_patch16_224.augreg_in21k"})
+    assert overrides["train"]["pretrained_model_path"] == "vit_small_patch16_224.augreg_in21k"  # not made a path
+    report = run_preflight(tmp_path, overrides, parse_settings({}), None, 2)
+    check = next(c for c in report.checks if c["check"] == "train.pretrained_model_path")
+    assert check["ok"] and "is a timm model name" in check["detail"]
+    missing = run_preflight(tmp_path, {"train": {"pretrained_model_path": str(tmp_path / "w.pth")}},
+                            parse_settings({}), None, 2)  # fmt: skip
+    assert any("w.pth does not exist" in error for error in missing.errors)

@@ -27,8 +27,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert 0.0 <= metrics["mIoU"] <= 1.0 and metrics["box_fill_mIoU"] > 0.5
     labels = json.loads((results / "labels.json").read_text())
     assert all("counts" in ann["segmentation"] for ann in labels["annotations"])
-    assert (results / "gallery" / "index.html").is_file()
-    assert str(results / "gallery" / "index.html") in result.stdout
+    assert (results / "inference" / "gallery" / "index.html").is_file()
+    assert str(results / "inference" / "gallery" / "index.html") in result.stdout
 
 
 def test_demo_needs_both_ann_and_images(tmp_path):

@@ -14,18 +14,22 @@ from mal.engine import train as engine_train
 def test_what_the_training_wrote_is_what_the_contract_reads(trained):
     train_dir = trained / jobfiles.TRAIN_DIR
     epochs = jobfiles.epoch_checkpoints(train_dir)
-    assert sorted(epochs) == [4, 9, 14] and all(path.name == jobfiles.epoch_checkpoint_name(e) for e, path in
-                                                 epochs.items())
-    assert jobfiles.latest_checkpoint(train_dir) == epochs[14]
-    assert (train_dir / jobfiles.LATEST_CHECKPOINT).resolve() == epochs[14].resolve()
+    # Saved after epochs 5, 10 and 15 (counted from 1); train.keep_last_checkpoints=1 kept the newest and the best.
+    assert 15 in epochs and set(epochs) <= {5, 10, 15} and all(
+        path.name == jobfiles.epoch_checkpoint_name(e) for e, path in epochs.items())
+    best = train_dir / jobfiles.BEST_CHECKPOINT
+    assert any(best.samefile(path) for path in epochs.values())  # a link to an epoch file, not a copy
+    assert len(epochs) == 1 or not best.samefile(epochs[15])
+    assert jobfiles.latest_checkpoint(train_dir) == epochs[15]
+    assert (train_dir / jobfiles.LATEST_CHECKPOINT).resolve() == epochs[15].resolve()
     events = jobfiles.read_status_events(trained)
     assert events[0]["status"] == "STARTED" and jobfiles.final_event(events)["status"] == "SUCCESS"
     assert {event["status"] for event in events} <= set(jobfiles.STATUSES)
     assert jobfiles.best_checkpoint(train_dir, events) == train_dir / jobfiles.BEST_CHECKPOINT
     # AutoML's view of the same folder, through the contract's results_dir-based helpers.
-    assert contract.latest_checkpoint(trained) == epochs[14]
+    assert contract.latest_checkpoint(trained) == epochs[15]
     assert contract.best_checkpoint(trained) == train_dir / jobfiles.BEST_CHECKPOINT
-    assert Path(jobfiles.final_event(events)["latest_checkpoint"]) == epochs[14]
+    assert Path(jobfiles.final_event(events)["latest_checkpoint"]) == epochs[15]
 
 
 def _train_dir(tmp_path: Path, epochs: list[int], link_to: int | None) -> Path:

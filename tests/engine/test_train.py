@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+from mal import jobfiles
 from mal.engine.checkpoint_io import load_trained_model
 from support.engine import run_mal, status_events
 
@@ -30,10 +31,12 @@ def test_training_beats_box_fill_and_writes_the_job_contract(trained, tiny_spec)
     final_miou = validated[-1]["kpi"]["val/mIoU"]
 
     train_dir = trained / "train"
-    for epoch in (4, 9, 14):
-        assert (train_dir / f"mal_model_epoch_{epoch:03d}.pth").is_file()
-    assert (train_dir / "mal_model_latest.pth").resolve() == (train_dir / "mal_model_epoch_014.pth").resolve()
-    assert (train_dir / "mal_model_best.pth").is_file()
+    # Epoch files count from 1, like the events; train.keep_last_checkpoints=1 keeps the newest and the best.
+    scores = [e["kpi"]["val/mIoU"] for e in validated]
+    best_epoch = validated[scores.index(max(scores))]["epoch"]
+    assert sorted(jobfiles.epoch_checkpoints(train_dir)) == sorted({15, best_epoch})
+    assert (train_dir / "mal_model_latest.pth").resolve() == (train_dir / "mal_model_epoch_015.pth").resolve()
+    assert (train_dir / "mal_model_best.pth").samefile(train_dir / f"mal_model_epoch_{best_epoch:03d}.pth")
     checkpoint = torch.load(train_dir / "mal_model_best.pth", weights_only=True, map_location="cpu")
     assert checkpoint["hyper_parameters"]["config"]["model"]["arch"] == "vit-tiny/16"
     _model, config = load_trained_model(train_dir / "mal_model_latest.pth")
@@ -65,7 +68,7 @@ def test_resume_after_sigkill_loses_and_repeats_no_epoch(tiny_spec, tmp_path):
     env = dict(os.environ, MAL_NO_PROGRESS="1")
     process = subprocess.Popen([sys.executable, "-m", "mal", *args], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-    checkpoint = results / "train" / "mal_model_epoch_001.pth"
+    checkpoint = results / "train" / "mal_model_epoch_002.pth"
     deadline = time.time() + 300
     while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)
@@ -98,7 +101,7 @@ def test_two_process_ddp_on_cpu(tiny_spec, tmp_path):
     assert [e["status"] for e in events] == ["STARTED", "RUNNING", "SUCCESS"]  # rank 0 alone writes
     # Validation is sharded over both processes and reduced: every box counted once.
     assert events[1]["kpi"]["val/instances"] == 73
-    checkpoint = torch.load(results / "train" / "mal_model_epoch_000.pth", weights_only=True, map_location="cpu")
+    checkpoint = torch.load(results / "train" / "mal_model_epoch_001.pth", weights_only=True, map_location="cpu")
     assert checkpoint["hyper_parameters"]["world_size"] == 2
 
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from support.reliability import mal_env, popen_mal, run_mal, status_events, write_spec
+from support.specs import write_tiny_spec
 from support.study import automl_run_command, launches, write_dummy_study
 
 pytestmark = pytest.mark.slow
@@ -70,7 +71,7 @@ def kill_training_then_resume(spec: Path, results: Path, seed: int) -> dict:
 def assert_resumed_run_is_complete(results: Path, epochs: int) -> None:
     train = results / "train"
     names = sorted(path.name for path in train.glob("mal_model_epoch_*.pth"))
-    assert names == [f"mal_model_epoch_{epoch:03d}.pth" for epoch in range(epochs)]
+    assert names == [f"mal_model_epoch_{epoch:03d}.pth" for epoch in range(1, epochs + 1)]  # counted from 1
     assert not [path for path in train.iterdir() if path.name.endswith(".tmp")]
     events = status_events(train / "status.json")
     assert events[-1]["status"] == "SUCCESS"
@@ -88,7 +89,9 @@ def assert_resumed_run_is_complete(results: Path, epochs: int) -> None:
 def test_sigkill_during_training_then_resume_auto_finishes_the_run(tmp_path, synthetic, seed):
     epochs = 4
     results = tmp_path / "results"
-    spec = write_spec(tmp_path / "spec.yaml", synthetic / "annotations.json", synthetic / "images", results, epochs)
+    # Every epoch file kept (train.keep_last_checkpoints=0): the run must show no epoch lost or repeated.
+    spec = write_tiny_spec(tmp_path / "spec.yaml", synthetic / "annotations.json", synthetic / "images", results,
+                           {"train.num_epochs": epochs, "train.keep_last_checkpoints": 0})
     kill_training_then_resume(spec, results, seed)
     assert_resumed_run_is_complete(results, epochs)
 
@@ -213,6 +216,6 @@ def test_full_disk_while_checkpointing_is_one_clear_line_and_no_half_checkpoint(
     result = run_mal("train", "-e", spec)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
-    assert "cannot write" in last and "mal_model_epoch_000.pth" in last and "disk full" in last, last
+    assert "cannot write" in last and "mal_model_epoch_001.pth" in last and "disk full" in last, last
     assert not list((results / "train").glob("*.pth")) and not list((results / "train").glob(".*.tmp"))
     assert status_events(results / "train" / "status.json")[-1]["status"] == "FAILURE"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from mal import jobfiles
 from support.reliability import (
     Bench,
     assert_user_error,
@@ -205,14 +206,14 @@ def test_ctrl_c_exits_130_with_the_resume_command_and_a_second_run_is_refused_me
     assert status_events(status)[-1]["status"] == "FAILURE" and "interrupted" in status_events(status)[-1]["message"]
     assert not (results / "train" / "mal.lock").exists()
     # The printed command continues the run (here cut to one more epoch than it has checkpoints of).
-    done = sorted(results.glob("train/mal_model_epoch_*.pth"))
+    done = jobfiles.epoch_checkpoints(results / "train")
     assert done, "no checkpoint was written before the interrupt"
-    epochs = len(done) + 1
+    epochs = max(done) + 1  # files are numbered by the epochs they hold, from 1
     resumed = run_mal(*shlex.split(resume)[1:], f"train.num_epochs={epochs}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stdout and status_events(status)[-1]["status"] == "SUCCESS"
-    assert sorted(path.name for path in results.glob("train/mal_model_epoch_*.pth")) == [
-        f"mal_model_epoch_{epoch:03d}.pth" for epoch in range(epochs)]
+    assert jobfiles.latest_checkpoint(results / "train") == results / "train" / jobfiles.epoch_checkpoint_name(epochs)
+    assert max(jobfiles.epoch_checkpoints(results / "train")) == epochs
 
 
 def test_sigterm_exits_143_with_the_resume_command(tmp_path, synthetic):

@@ -1,5 +1,5 @@
-"""The spec presets we ship (specs/*.yaml, the demo's embedded default) are valid specs with the settings docs
-promise: a typo in a preset would otherwise surface only when a user runs it."""
+"""The spec presets we ship (src/mal/presets/*.yaml: the CPU presets and the demo's embedded default) are valid specs
+with the settings docs promise: a typo in a preset would otherwise surface only when a user runs it."""
 
 from __future__ import annotations
 
@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from mal.presets import preset_path
+from mal.presets import list_presets, preset_path
 from mal.spec import load_spec
 
-SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.yaml"))
+PRESETS = [preset.path for preset in list_presets()]
 
 
-def test_specs_folder_holds_the_documented_presets() -> None:
-    assert {path.name for path in SPECS} >= {"cpu_nuclei.yaml", "cpu_natural.yaml"}
+def test_the_package_holds_the_documented_presets() -> None:
+    assert {path.name for path in PRESETS} >= {"cpu_nuclei.yaml", "cpu_natural.yaml", "demo.yaml"}
+    assert preset_path("demo").name == "demo.yaml"
 
 
-@pytest.mark.parametrize("path", [*SPECS, preset_path("demo")], ids=lambda p: Path(p).name)
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: Path(p).name)
 def test_preset_loads_and_labels_with_the_test_time_refinement(path: Path) -> None:
     spec = load_spec(path)
     assert spec.model.arch == "vit-tiny/16"  # the CPU presets stay small

@@ -143,11 +143,12 @@ def test_a_real_training_reports_only_declared_kpis_where_the_resolver_says(
     assert reported <= set(info["actions"]["train"]["kpis"]), reported - set(info["actions"]["train"]["kpis"])
     assert best.is_file()
     assert _resolve(checkpoints["latest"], results).is_file()
-    # The epoch file of each RUNNING event, by the documented numbering (zero-based, three digits).
+    # The newest epoch's file by the documented numbering (from 1, three digits); older ones beyond
+    # train.keep_last_checkpoints (default 1) are pruned unless they are the best.
     running = [event for event in events if event["status"] == "RUNNING"]
     assert len(running) == 2
-    for event in running:
-        assert _resolve(checkpoints["epoch"], results, NNN=f"{event['epoch'] - 1:03d}").is_file(), event
+    assert _resolve(checkpoints["epoch"], results, NNN=f"{running[-1]['epoch']:03d}").is_file(), running[-1]
+    assert not _resolve(checkpoints["epoch"], results, NNN="000").exists()
 
     final = status_events(results, "evaluate")[-1]
     assert final["status"] == "SUCCESS" and final["metrics_path"]

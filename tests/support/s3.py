@@ -45,6 +45,12 @@ def local_s3(monkeypatch: pytest.MonkeyPatch, bucket: str = BUCKET) -> Iterator[
     try:
         yield client
     finally:
+        # moto keeps one in-memory S3 per process, whatever server serves it: empty the bucket so that the next
+        # test's server does not start with this test's objects in it.
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=item["Key"])
+        client.delete_bucket(Bucket=bucket)
         s3fs.S3FileSystem.clear_instance_cache()
         server.stop()
 

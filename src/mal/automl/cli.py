@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mal automl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    commands = parser.add_subparsers(dest="command", metavar="command", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="command", required=True,
+                                     help="what to do with a study (`mal automl COMMAND --help` for its options)")
     run = commands.add_parser("run", help="start a study from an automl.yaml")
     run.add_argument(
         "-e",
@@ -83,16 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--study", default=None, help="name of the distributed study (default: the file's stem)")
     run.add_argument("--create-only", action="store_true", help="create the distributed study, run no trials here")
     resume = commands.add_parser("resume", help="continue a study from its run folder")
-    resume.add_argument("run_dir", type=Path)
+    resume.add_argument("run_dir", type=Path, help="the study's run folder, e.g. automl_runs/run_20261205T120000Z")
     for sub in (run, resume):
         sub.add_argument("--yes", "-y", action="store_true", help="launch without the confirmation prompt")
         sub.add_argument("--poll-interval", type=float, default=None, help="seconds between looks at trials")
         sub.add_argument("--no-live", action="store_true", help="print one line per trial instead of a live table")
     status = commands.add_parser("status", help="progress and trials of a study")
-    status.add_argument("run_dir", type=Path, nargs="?")
+    status.add_argument("run_dir", type=Path, nargs="?",
+                        help="the study's run folder, e.g. automl_runs/run_20261205T120000Z (or --storage and --study)")
     status.add_argument("--json", action="store_true", help="print the result dict as JSON")
     report = commands.add_parser("report", help="write the study's report")
-    report.add_argument("run_dir", type=Path, nargs="?")
+    report.add_argument("run_dir", type=Path, nargs="?",
+                        help="the study's run folder, e.g. automl_runs/run_20261205T120000Z (or --storage and --study)")
     report.add_argument("--out", type=Path, default=None, help="report folder of a distributed study")
     for sub in (status, report):
         sub.add_argument("--storage", default=None, help="shared store URL of a distributed study")

@@ -18,9 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mal.automl.platforms._exit_recorder import PID_FILE
 from mal.automl.platforms.base import JobRecord, Platform
-from mal.automl.platforms.local import LocalPlatform
+from mal.automl.platforms.local import PID_FILE, LocalPlatform
 from mal.automl.platforms.slurm import SlurmPlatform
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from mal.automl.settings import AutoMLSettings
 from mal.dotted import get_dotted
 from mal.redaction import redact_text, redact_url, url_secrets
+from mal.spec.schema import is_timm_name
 
 # Spec keys naming inputs a training reads: they must be visible before the study starts.
 DATA_KEYS = (
@@ -103,6 +104,9 @@ def run_preflight(
             report.check(key, problem is None, redact_text(detail, url_secrets(text)))
             continue
         path = Path(text).expanduser()
+        if key == "train.pretrained_model_path" and not path.exists() and is_timm_name(text):
+            report.check(key, True, f"{key} = {text} is a timm model name (each job reads it from its local cache)")
+            continue
         report.check(
             key,
             path.exists(),

@@ -16,6 +16,7 @@ from mal.automl.settings import AutoMLSettings
 from mal.automl.space import SearchSpace
 from mal.automl.study_rules import action_kpis, check_skill, honour_user_values, read_skill_info, resolve_metric
 from mal.dotted import deep_merge, get_dotted, nest_dotted, set_dotted
+from mal.spec.schema import is_timm_name
 
 
 @dataclass
@@ -52,6 +53,9 @@ def absolute_data_paths(overrides: Mapping[str, Any]) -> dict[str, Any]:
     nested = nest_dotted(overrides)
     for key in (*DATA_KEYS, "evaluate.checkpoint"):
         value = get_dotted(nested, key)
+        if key == "train.pretrained_model_path" and isinstance(value, str) and not Path(value).exists() and \
+                is_timm_name(value):
+            continue  # a timm model name, not a path
         if isinstance(value, str) and value and "://" not in value and not Path(value).expanduser().is_absolute():
             set_dotted(nested, key, str(Path(value).expanduser().resolve()))
     return nested

@@ -1,4 +1,5 @@
-"""`mal dataset check`: validate the spec's COCO files and images, print the report, exit 2 on errors."""
+"""`mal dataset check`: validate the spec's COCO files, images and pretrained weights, print the report, exit 2 on
+errors."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from mal.spec.schema import ExperimentSpec
 
 
 def run(spec: ExperimentSpec) -> int:
+    if spec.train.pretrained_model_path:
+        from mal.weights import check_pretrained
+
+        # The spec's other input: a missing or misfit weights file is found here, not after training's data load.
+        check_pretrained(spec.train.pretrained_model_path, spec.model.arch, spec.dataset.crop_size)
     dataset = spec.dataset
     pairs = [("train", dataset.train_ann_path, dataset.train_img_dir)]
     if dataset.val_ann_path and dataset.val_ann_path != dataset.train_ann_path:

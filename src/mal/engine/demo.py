@@ -67,7 +67,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"  mask mIoU {metrics['mIoU']:.3f}   (box filled as the mask: {metrics['box_fill_mIoU']:.3f})   "
               f"mask AP {metrics['AP']:.3f}")
     print(f"  labels:  {spec.inference.label_dump_path}")
-    print(f"  gallery: {Path(spec.inference.label_dump_path).parent / 'gallery' / 'index.html'}")
+    print(f"  gallery: {inference.gallery_dir(spec) / 'index.html'}")
     if synthetic:
         print("  next: mal demo --ann YOUR.json --images YOUR_IMAGES/  (or mal train -e spec.yaml, see README)")
     return 0

@@ -1,4 +1,5 @@
-"""`mal evaluate`: masks of a checkpoint against ground truth - mIoU overall, by size, per class, and mask AP."""
+"""`mal evaluate`: masks of a checkpoint (or of a label file, `evaluate.label_file`) against ground truth - mIoU
+overall, by size, per class, mask AP, the box-fill baseline and how many masks are just their box."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from mal.box_likeness import measure as measure_box_likeness
+from mal.box_likeness import warn_if_box_like
 from mal.data.coco_boxes import CocoBoxes
 from mal.engine.common import resolve_checkpoint
 from mal.engine.datamodule import load_val_coco
+from mal.engine.label_file import read_label_file
 from mal.engine.labeling import BoxLabel, ground_truth
 from mal.engine.predict import label_dataset, torch_labeler
 from mal.engine.run_lock import hold_run_lock
@@ -77,7 +81,9 @@ def run(spec: ExperimentSpec) -> int:
 
 
 def _evaluate(spec: ExperimentSpec) -> int:
-    checkpoint = resolve_checkpoint(spec, spec.evaluate.checkpoint, "evaluate.checkpoint")
+    label_file = spec.evaluate.label_file
+    # A label file is scored without a model: no checkpoint is looked for, none is needed.
+    checkpoint = None if label_file else resolve_checkpoint(spec, spec.evaluate.checkpoint, "evaluate.checkpoint")
     spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"load_mask": True})})
     coco = load_val_coco(spec, action="evaluate")
     if not coco.has_masks:
@@ -86,14 +92,29 @@ def _evaluate(spec: ExperimentSpec) -> int:
             "score against; point dataset.val_ann_path to a file with masks, or use mal inference to label."
         )
     out_dir = Path(spec.results_dir) / "evaluate"
-    labeler = torch_labeler(checkpoint, spec.evaluate)
+    if label_file:
+        # Read and paired before status.json is touched: a label file that does not fit writes nothing.
+        scored = read_label_file(label_file, coco, Path(spec.dataset.cache_dir) if spec.dataset.cache_dir else None)
+        source = {"label_file": label_file}
+        description = f"scoring {label_file} (paired by {scored.paired_by}) on {len(coco)} boxes"
+    else:
+        assert checkpoint is not None  # resolved above whenever there is no label file
+        labeler = torch_labeler(checkpoint, spec.evaluate)
+        source = {"checkpoint": str(checkpoint)}
+        description = f"evaluating {checkpoint} on {len(coco)} boxes"
     status = StatusFile(out_dir / "status.json")
-    status.write("STARTED", message=f"evaluating {checkpoint} on {len(coco)} boxes")
+    status.write("STARTED", message=description)
     started = time.perf_counter()
     try:
-        labels = label_dataset(labeler, coco, spec, spec.evaluate.batch_size, "evaluate")
+        if label_file:
+            labels = scored.labels
+        else:
+            labels = label_dataset(labeler, coco, spec, spec.evaluate.batch_size, "evaluate")
         metrics = score_labels(coco, labels)
-        metrics["checkpoint"] = str(checkpoint)
+        likeness = measure_box_likeness([label.segmentation for label in labels],
+                                        coco.boxes_xyxy[[coco.row_of_ann[label.ann_id] for label in labels]])
+        metrics["box_like_share"] = likeness.share
+        metrics.update(source)
         metrics["seconds"] = round(time.perf_counter() - started, 3)
         atomic_write_json(out_dir / "metrics.json", metrics)
     except Exception as exc:
@@ -103,5 +124,20 @@ def _evaluate(spec: ExperimentSpec) -> int:
     kpi = {key: value for key, value in metrics.items() if isinstance(value, float)}
     status.write("SUCCESS", kpi=kpi, message="evaluation finished", metrics_path=str(out_dir / "metrics.json"))
     print(format_metrics_table(metrics, title=f"mal evaluate: {coco.ann_path.name} ({len(coco)} boxes)"))
+    print(baseline_line(metrics))
+    if label_file and (scored.unscored or scored.without_mask):
+        print(f"mal evaluate: {label_file}: {scored.unscored} annotations pair with no ground-truth box (not "
+              f"scored), {scored.without_mask} paired ones have no mask (scored as empty masks)")
     print(f"mal evaluate: metrics written to {out_dir / 'metrics.json'}")
+    warn_if_box_like(likeness, "evaluate")
     return 0
+
+
+def baseline_line(metrics: dict[str, Any]) -> str:
+    """The masks' mIoU next to the box-fill baseline's: the first thing to know about auto-labels is whether
+    they beat the boxes they came from."""
+    miou, box_fill = metrics.get("mIoU"), metrics.get("box_fill_mIoU")
+    if miou is None or box_fill is None:
+        return "mal evaluate: no mIoU (no instance to score)"
+    return (f"mal evaluate: mask mIoU {miou:.4f} vs box-fill baseline {box_fill:.4f} "
+            f"({miou - box_fill:+.4f}{', masks beat the boxes' if miou > box_fill else ', no better than the boxes'})")

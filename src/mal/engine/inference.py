@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mal.box_likeness import measure as measure_box_likeness
+from mal.box_likeness import warn_if_box_like
 from mal.data.coco import load_coco
 from mal.data.coco_boxes import CocoBoxes
 from mal.engine.common import resolve_checkpoint
@@ -90,17 +92,29 @@ def _label(spec: ExperimentSpec, ann_path: str, img_dir: str, out_path: Path) ->
         raise
     seconds = time.perf_counter() - started
     kpi = {"boxes": float(len(labels)), "boxes_per_second": len(labels) / max(seconds, 1e-9)}
+    # Labels that are only their boxes must not pass silently: measured on every label (cheap: see box_likeness).
+    likeness = measure_box_likeness([label.segmentation for label in labels],
+                                    coco.boxes_xyxy[[coco.row_of_ann[label.ann_id] for label in labels]])
+    if likeness.share is not None:
+        kpi["box_like_share"] = likeness.share
     message = f"{len(labels)} boxes labeled in {seconds:.1f} s ({kpi['boxes_per_second']:.1f} boxes/s)"
     print(f"mal inference: {message}; labels written to {out_path}")
     extra: dict[str, Any] = {"label_dump_path": str(out_path)}
     if inference.gallery:
-        extra["gallery"] = str(_write_gallery(coco, output, labels, out_path))
+        extra["gallery"] = str(_write_gallery(coco, output, labels, gallery_dir(spec)))
         print(f"mal inference: review page {extra['gallery']}")
     status.write("SUCCESS", kpi=kpi, message=message, **extra)
+    warn_if_box_like(likeness, "inference")
     return 0
 
 
-def _write_gallery(coco: CocoBoxes, output: dict[str, Any], labels: list[BoxLabel], out_path: Path) -> Path:
+def gallery_dir(spec: ExperimentSpec) -> Path:
+    """Where `inference.gallery=true` writes the review page: results_dir/inference/gallery, with the action's other
+    outputs, wherever label_dump_path puts the labels (`mal gallery LABELS IMAGES --out DIR` writes one elsewhere)."""
+    return Path(spec.results_dir) / "inference" / "gallery"
+
+
+def _write_gallery(coco: CocoBoxes, output: dict[str, Any], labels: list[BoxLabel], folder: Path) -> Path:
     from mal.gallery.write import write_gallery
 
     ious = None
@@ -109,4 +123,4 @@ def _write_gallery(coco: CocoBoxes, output: dict[str, Any], labels: list[BoxLabe
         values = instance_ious([label.segmentation for label in labels], gt_rles)
         ious = {label.ann_id: float(value) for label, value in zip(labels, values)}
     image_paths = {image_id: image.path for image_id, image in coco.images.items()}
-    return write_gallery(output, image_paths, out_path.parent / "gallery", ious=ious)
+    return write_gallery(output, image_paths, folder, ious=ious)

@@ -3,70 +3,73 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mal import jobfiles
 from mal.engine.checkpoint_io import AtomicCheckpointIO
+from mal.engine.checkpoints import CheckpointFiles
 from mal.engine.status import StatusFile
 from mal.errors import SpecError
 from mal.redaction import redact_text
 from mal.spec.schema import ExperimentSpec
 
-CHECKPOINT_PATTERN = jobfiles.EPOCH_CHECKPOINT.removesuffix(".pth")
 MONITOR = "val/mIoU"
 
+# Lightning's advice for cases that are deliberate here, printed in every normal run otherwise (issue #20):
+# small datasets have fewer steps per epoch than the logging interval (epoch metrics are logged regardless),
+# and `srun` on the PATH of a cluster's login node is no sign of a run that meant to use it (mal follows the
+# launcher's layout itself: launcher_layout).
+for _pattern in (r".*smaller than the logging interval.*", r".*The `srun` command is available on your system.*"):
+    warnings.filterwarnings("ignore", message=_pattern)
+# Lightning's INFO lines ("GPU available: ...", "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]", "Using bf16
+# Automatic Mixed Precision") describe what `mal train` prints in its own first line; warnings still show.
+for _logger in ("lightning.pytorch", "lightning.fabric"):
+    logging.getLogger(_logger).setLevel(logging.WARNING)
 
-class EpochCheckpoint(ModelCheckpoint):
-    """`mal_model_epoch_NNN.pth` every checkpoint_interval epochs and a `mal_model_latest.pth` link."""
 
-    CHECKPOINT_NAME_LAST = jobfiles.LATEST_CHECKPOINT.removesuffix(".pth")
-    FILE_EXTENSION = ".pth"
-
-    def __init__(self, dirpath: Path, every_n_epochs: int) -> None:
-        super().__init__(dirpath=dirpath, filename=CHECKPOINT_PATTERN, auto_insert_metric_name=False,
-                         every_n_epochs=every_n_epochs, save_top_k=-1, save_last="link",
-                         save_on_train_epoch_end=True, enable_version_counter=False)
+def epoch_description(current_epoch: int, max_epochs: int | None) -> str:
+    """The training bar's label for Lightning's zero-based `current_epoch`: "Epoch 1/10" during the first of ten
+    epochs, the numbers of the checkpoint file (mal_model_epoch_001.pth) and status.json (epoch 1) it ends with."""
+    text = f"Epoch {current_epoch + 1}"
+    return f"{text}/{max_epochs}" if max_epochs is not None and max_epochs > 0 else text
 
 
-class BestCheckpoint(ModelCheckpoint):
-    """The best checkpoint by val/mIoU, kept as `mal_model_best.pth`."""
+class EpochProgressBar(RichProgressBar):
+    """Lightning's rich bar, counting epochs from 1 to num_epochs (its own shows "Epoch 0/9")."""
 
-    FILE_EXTENSION = ".pth"
-
-    def __init__(self, dirpath: Path) -> None:
-        super().__init__(dirpath=dirpath, filename=jobfiles.BEST_CHECKPOINT.removesuffix(".pth"), monitor=MONITOR,
-                         mode="max", save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = epoch_description(current_epoch, self.trainer.max_epochs)
+        # Padded as Lightning pads it, so the bar does not jump between the epoch and the "Validation" label.
+        return f"{description:{len(self.validation_description)}}"
 
 
 class LastEpochAlwaysCounts(Callback):
-    """Validate and checkpoint after the final epoch even when the intervals do not divide num_epochs."""
-
-    def __init__(self, epoch_checkpoint: EpochCheckpoint) -> None:
-        self.epoch_checkpoint = epoch_checkpoint
+    """Validate after the final epoch even when validation_interval does not divide num_epochs (CheckpointFiles
+    saves the last epoch by itself)."""
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.max_epochs is not None and trainer.current_epoch == trainer.max_epochs - 1:
-            if trainer.check_val_every_n_epoch is not None:
-                trainer.check_val_every_n_epoch = 1
-            self.epoch_checkpoint._every_n_epochs = 1
+        last = trainer.max_epochs is not None and trainer.current_epoch == trainer.max_epochs - 1
+        if last and trainer.check_val_every_n_epoch is not None:
+            trainer.check_val_every_n_epoch = 1
 
 
 class StatusCallback(Callback):
     """Writes the job contract's status.json events: STARTED, one RUNNING per epoch with kpi, SUCCESS/FAILURE."""
 
-    def __init__(self, status: StatusFile, best: BestCheckpoint | None) -> None:
+    def __init__(self, status: StatusFile, checkpoints: CheckpointFiles) -> None:
         self.status = status
-        self.best = best
+        self.checkpoints = checkpoints
         self.validated = False
         self.stopped_by: int | None = None  # SIGINT / SIGTERM when a signal stopped training
 
@@ -94,13 +97,17 @@ class StatusCallback(Callback):
                               message="resumed training" if resumed else "training started")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or trainer.sanity_checking:
+        if trainer.sanity_checking:
+            return
+        # The epoch's files first (on every process: the save has a barrier), so the event that reports the
+        # epoch never names a checkpoint still being written. Lightning calls checkpoint callbacks last.
+        self.checkpoints.save_epoch(trainer)
+        if not trainer.is_global_zero:
             return
         extra: dict[str, Any] = {"global_step": trainer.global_step}
-        if self.best is not None and self.best.best_model_path:
-            extra["best_checkpoint"] = self.best.best_model_path
-            extra["best_metric"] = float(self.best.best_model_score) if self.best.best_model_score is not None \
-                else None
+        if self.checkpoints.best_model_path:
+            extra["best_checkpoint"] = self.checkpoints.best_model_path
+            extra["best_metric"] = self.checkpoints.best_model_score
         self.status.write("RUNNING", epoch=trainer.current_epoch + 1, kpi=self._kpi(trainer),
                           message=f"epoch {trainer.current_epoch + 1} done", **extra)
 
@@ -232,15 +239,13 @@ def build_trainer(spec: ExperimentSpec, out_dir: Path, status: StatusFile, *, ha
                   extra_callbacks: list[Callback] | None = None) -> tuple[L.Trainer, int]:
     placement = resolve_devices(spec)
     world_size = placement.pop("world_size")
-    epoch_checkpoint = EpochCheckpoint(out_dir, spec.train.checkpoint_interval)
-    best = BestCheckpoint(out_dir) if has_validation else None
-    callbacks: list[Callback] = [epoch_checkpoint, LastEpochAlwaysCounts(epoch_checkpoint),
-                                 StatusCallback(status, best)]
-    if best is not None:
-        callbacks.insert(1, best)
+    checkpoints = CheckpointFiles(out_dir, every_n_epochs=spec.train.checkpoint_interval,
+                                  keep_last=spec.train.keep_last_checkpoints,
+                                  monitor=MONITOR if has_validation else None)
+    callbacks: list[Callback] = [checkpoints, LastEpochAlwaysCounts(), StatusCallback(status, checkpoints)]
     interactive = sys.stderr.isatty() and not os.environ.get("MAL_NO_PROGRESS")
     if interactive:
-        callbacks.append(RichProgressBar())
+        callbacks.append(EpochProgressBar())
     callbacks.extend(extra_callbacks or [])
     loggers: list[Any] = [TensorBoardFiles(str(out_dir), name="tensorboard", version="")]
     if spec.wandb.enable:
@@ -258,7 +263,8 @@ def build_trainer(spec: ExperimentSpec, out_dir: Path, status: StatusFile, *, ha
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(out_dir),
         enable_progress_bar=interactive,
-        enable_model_summary=interactive,
+        # Lightning's parameter table (with "Total FLOPs: 0" on CPU) is for debugging; MAL_MODEL_SUMMARY=1 asks.
+        enable_model_summary=bool(os.environ.get("MAL_MODEL_SUMMARY")),
         log_every_n_steps=5,
         deterministic=False,
         use_distributed_sampler=False,  # the box samplers shard themselves (rank, world size)

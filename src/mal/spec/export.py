@@ -41,9 +41,10 @@ RESUME_KEY = "train.resume_training_checkpoint_path"
 # `self.log` keys of mal.engine.module (val/* only in epochs that validated); evaluate's are the float values of
 # its metrics.json (mal.engine.evaluate.score_labels: mIoU by size, the box-fill baseline, COCO mask AP, seconds);
 # inference reports its throughput; export reports none.
-TRAIN_KPIS = ["train/loss", "train/loss_mil", "train/loss_crf", "train/lr", "val/mIoU", "val/instances"]
+TRAIN_KPIS = ["train/loss", "train/loss_mil", "train/loss_crf", "train/lr", "val/mIoU", "val/instances",
+              "val/box_like_share"]
 EVALUATE_KPIS = ["mIoU", "mIoU_small", "mIoU_medium", "mIoU_large", "box_fill_mIoU",
-                 "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "seconds"]
+                 "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "seconds", "box_like_share"]
 
 ACTION_INFO: dict[str, dict[str, Any]] = {
     "train": {
@@ -71,7 +72,7 @@ ACTION_INFO: dict[str, dict[str, Any]] = {
         "description": "Write the auto-labels: the input COCO JSON with an RLE mask on every box.",
         "inputs": ["inference.checkpoint", "inference.ann_path", "inference.img_dir"],
         "outputs": ["inference.label_dump_path", "{results_dir}/inference/status.json"],
-        "kpis": ["boxes", "boxes_per_second"],
+        "kpis": ["boxes", "boxes_per_second", "box_like_share"],
         "automl_enabled": False,
     },
     "export": {
@@ -267,9 +268,10 @@ def checkpoint_locations() -> dict[str, Any]:
         "best": BEST_CHECKPOINT_PATH,
         "latest": LATEST_CHECKPOINT_PATH,
         "epoch": EPOCH_CHECKPOINT_PATH,
-        # Lightning names the file by its zero-based epoch, while status.json events count epochs from 1.
-        "epoch_number": "the zero-based epoch, three digits: the status.json event with epoch E wrote "
-        + jobfiles.EPOCH_CHECKPOINT.replace("{epoch:03d}", "{E-1:03d}"),
+        # File names, status.json events and the progress bar all count epochs from 1.
+        "epoch_number": "the epoch counted from 1, three digits: the status.json event with epoch E wrote "
+        + jobfiles.EPOCH_CHECKPOINT.replace("{epoch:03d}", "{E:03d}")
+        + "; only the newest train.keep_last_checkpoints epoch files (0: all) and the best one's are kept",
         "best_metric": ACTION_INFO["train"]["metric"],
         "evaluate_key": "evaluate.checkpoint",
         "inference_key": "inference.checkpoint",

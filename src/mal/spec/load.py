@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from mal.dotted import set_dotted
 from mal.errors import SpecError
+from mal.presets import find_preset, preset_names
 from mal.safe_yaml import YamlRefused, load_text
 from mal.spec.schema import ExperimentSpec
 
@@ -61,12 +62,46 @@ def _sections() -> set[str]:
 
 
 def suggest_key(unknown: str) -> str | None:
-    """The valid key a user most likely meant: same leaf name in another section first, then spelling."""
+    """The valid key a user most likely meant: same leaf name in another section first, then the name other tools
+    give it (`learning_rate`, `epochs`, ...), then spelling."""
     keys = all_keys()
     leaf = unknown.rsplit(".", 1)[-1]
     same_leaf = [key for key in keys if key.rsplit(".", 1)[-1] == leaf]
     if same_leaf:
         return same_leaf[0]
+    # Names from PyTorch Lightning, Hugging Face, timm, mmdet and detectron2 configs: spelling alone maps some of
+    # them to an unrelated key (learning_rate -> train.margin_rate, weight_decay -> nothing).
+    synonyms = {
+        "train.lr": ("learning_rate", "base_lr", "initial_lr", "lr0", "max_lr"),
+        "train.num_epochs": ("epochs", "epoch", "max_epochs", "num_epoch", "n_epochs", "total_epochs",
+                             "num_train_epochs"),
+        "train.wd": ("weight_decay", "decay"),
+        "train.batch_size": ("batch", "bs", "batchsize", "train_batch_size", "per_device_train_batch_size",
+                             "ims_per_batch", "samples_per_gpu"),
+        "train.warmup_epochs": ("warmup", "warmup_steps", "warmup_iters"),
+        "train.num_gpus": ("gpus", "num_gpu", "n_gpus", "devices"),
+        "train.resume_training_checkpoint_path": ("resume", "resume_from", "ckpt_path", "resume_checkpoint"),
+        "train.pretrained_model_path": ("pretrained", "weights", "pretrained_weights", "load_from", "init_weights"),
+        "train.optim_type": ("optimizer", "optim"),
+        "train.clip_grad_norm": ("grad_clip", "clip_grad", "gradient_clip_val", "max_grad_norm"),
+        "train.use_amp": ("amp", "fp16", "mixed_precision", "precision"),
+        "train.keep_last_checkpoints": ("save_top_k", "keep_checkpoints", "max_checkpoints", "save_total_limit",
+                                        "max_keep_ckpts", "keep_last"),
+        "train.checkpoint_interval": ("save_interval", "ckpt_interval", "save_every", "checkpoint_period"),
+        "train.validation_interval": ("val_interval", "eval_interval", "check_val_every_n_epoch", "eval_period"),
+        "model.teacher_momentum": ("ema", "ema_decay", "ema_momentum", "momentum_teacher"),
+        "model.vit_dpr": ("drop_path", "drop_path_rate"),
+        "dataset.crop_size": ("image_size", "img_size", "input_size", "resolution"),
+        "dataset.num_workers_per_gpu": ("workers", "num_workers", "workers_per_gpu"),
+        "results_dir": ("output_dir", "out_dir", "outdir", "output", "work_dir", "save_dir", "log_dir"),
+    }
+    wanted = leaf.lower().replace("-", "_")
+    for target, names in synonyms.items():
+        if wanted in names and target in keys:
+            # `pretrain.epochs` means pretrain.num_epochs: the same leaf in the section the user wrote, if it has it.
+            section = unknown.split(".", 1)[0] if "." in unknown else ""
+            own = f"{section}.{target.rsplit('.', 1)[-1]}"
+            return own if section and own in keys else target
     close = difflib.get_close_matches(unknown, keys, n=1, cutoff=0.6)
     if close:
         return close[0]
@@ -177,16 +212,60 @@ def validate(data: Mapping[str, Any], source: str) -> ExperimentSpec:
         if first["type"] == "extra_forbidden":
             raise _unknown_key_error(source, key) from None
         value = first.get("input")
-        where = f"{key} = {short_repr(value)}" if key and not isinstance(value, Mapping) else (key or "spec")
+        where = f"{key} = {short_repr(value)}" if key and not isinstance(value, Mapping) else key
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
-        raise SpecError(f"{source}: {where}: {message}{more}.") from None
+        # A check across sections (dataset.crop_size against model.arch) has no single key: its message names them.
+        raise SpecError(f"{source}: {where + ': ' if where else ''}{message}{more}.") from None
 
 
-def load_spec(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()) -> ExperimentSpec:
-    """Read a spec file (or start from the defaults when `path` is None) and apply overrides."""
-    data = read_yaml(path) if path is not None else {}
-    source = str(path) if path is not None else "defaults"
-    _check_known_keys(data, source)
+SpecSource = str | os.PathLike[str]
+
+
+def resolve_spec_file(text: SpecSource) -> tuple[Path, str]:
+    """The file `-e TEXT` names and how errors call it: an existing path as given, else a shipped preset by name
+    (`cpu-natural` or `cpu_natural`); anything else is one error listing the presets."""
+    path = Path(text)
+    if path.exists() or path.is_symlink():
+        return path, str(text)  # a file (read_yaml says what is wrong with a folder or an unreadable file)
+    preset = find_preset(str(text))
+    if preset is not None:
+        return preset, f"preset {preset.stem.replace('_', '-')}"
+    raise SpecError(
+        f"spec file {text} does not exist and is not a shipped preset; pass an existing YAML file with -e, or one "
+        f"of the presets {', '.join(preset_names())} (`mal presets` describes them)."
+    )
+
+
+def merge_specs(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """`update` over `base`: mappings merge key by key, any other value (lists included) replaces the earlier one.
+
+    An empty section (`train:` with nothing under it) changes nothing: YAML reads it as null, not as "reset".
+    """
+    merged = dict(base)
+    for key, value in update.items():
+        earlier = merged.get(key)
+        if isinstance(earlier, Mapping) and isinstance(value, Mapping):
+            merged[key] = merge_specs(earlier, value)
+        elif value is None and isinstance(earlier, Mapping):
+            continue
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_spec(path: SpecSource | Sequence[SpecSource] | None, overrides: Sequence[str] = ()) -> ExperimentSpec:
+    """Read one spec file, or several merged in order (later files win; each may be a shipped preset's name), or
+    start from the defaults when `path` is None or empty; then apply the overrides."""
+    paths: list[SpecSource] = [] if path is None else [path] if isinstance(path, str | os.PathLike) else list(path)
+    data: dict[str, Any] = {}
+    sources = []
+    for each in paths:
+        file, source = resolve_spec_file(each)
+        part = read_yaml(file)
+        _check_known_keys(part, source)  # before merging, so an unknown key names the file that holds it
+        data = merge_specs(data, part)
+        sources.append(source)
+    source = " + ".join(sources) or "defaults"
     for text in overrides:
         key, value = parse_override(text)
         apply_override(data, key, value)

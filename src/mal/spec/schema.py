@@ -16,6 +16,7 @@ Extra metadata for the skill layout lives in `json_schema_extra` of a field:
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -33,6 +34,17 @@ ARCH_DEPTHS = {
     "vit-mae-huge/14": 32,
 }
 """Transformer blocks of each backbone (mal.model.backbone.ARCHS, kept here so that loading a spec needs no torch)."""
+ARCH_PATCH_SIZES = {arch: int(arch.rsplit("/", 1)[1]) for arch in ARCHS}
+"""Patch side of each backbone, from its name (vit-mae-huge/14: 14 px); dataset.crop_size must be a multiple."""
+PRETRAINED_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+"""Weight files train.pretrained_model_path reads (mal.weights); any other value is a timm model name."""
+_TIMM_NAME = re.compile(r"^(?:timm/)?[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?$")
+
+
+def is_timm_name(value: str) -> bool:
+    """Whether a train.pretrained_model_path value reads as a timm model name rather than a file path (no
+    weight-file suffix, no folder): the one rule for the training and AutoML's preflight alike."""
+    return Path(value).suffix.lower() not in PRETRAINED_SUFFIXES and bool(_TIMM_NAME.match(value))
 
 MAX_SEED = 2**32 - 1
 """numpy's and Lightning's seeds are unsigned 32-bit numbers."""
@@ -125,14 +137,21 @@ class TrainConfig(Section):
     num_epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
     """Training epochs."""
     checkpoint_interval: int = Field(1, ge=1)
-    """Save a checkpoint every this many epochs (and always after the last)."""
+    """Save a checkpoint (results_dir/train/mal_model_epoch_NNN.pth, NNN counted from 1) every this many epochs, after
+    the last, and after an epoch whose validation is a new best."""
+    keep_last_checkpoints: int = Field(1, ge=0, le=MAX_EPOCHS)
+    """Epoch checkpoints kept on disk: the newest this many, plus the best one (mal_model_best.pth is a hard link to
+    its epoch file, never a second copy); older ones are deleted. 0 keeps every one. One vit-tiny/16 checkpoint is
+    about 130 MB (student, EMA teacher and AdamW state, all needed to resume)."""
     validation_interval: int = Field(1, ge=1)
     """Validate every this many epochs (and always after the last)."""
     resume_training_checkpoint_path: str | None = None
     """Checkpoint to resume from, or `auto` for the latest in results_dir/train. It must have been trained with the
     same model.arch, model.frozen_stages, mask head keys and dataset.crop_size."""
     pretrained_model_path: str | None = None
-    """Backbone weights: an MAE checkpoint ({"model": ...}), a timm state dict, or a .safetensors file."""
+    """Optional backbone weights: a file (an MAE checkpoint, a timm state dict, a .safetensors file, the output of
+    mal pretrain) or a timm model name found in the local Hugging Face cache (vit_small_patch16_224.augreg_in21k);
+    the file must fit model.arch (docs/WEIGHTS.md). Without it the backbone starts from random weights."""
     num_gpus: int = Field(1, ge=1, le=1024)
     """GPUs per node (ignored on a machine without GPUs: training runs on the CPU)."""
     gpu_ids: list[Annotated[int, Field(ge=0, le=1023)]] = Field(default_factory=lambda: [0], min_length=1)
@@ -201,6 +220,24 @@ class TrainConfig(Section):
 
     _home_weights = field_validator("resume_training_checkpoint_path", "pretrained_model_path")(expand_home)
 
+    @field_validator("pretrained_model_path")
+    @classmethod
+    def _weights_file_or_timm_name(cls, value: str | None) -> str | None:
+        # Only what needs no file access: whether the file exists and fits model.arch is mal.weights' check, run by
+        # `mal train` (--print-spec too) and `mal dataset check`.
+        if value is None:
+            return value
+        if not value.strip():
+            raise ValueError("is empty; give a weights file or a timm model name, or remove the key to train from "
+                             "random weights")
+        if "://" in value:
+            raise ValueError("is a URL, which is not downloaded; download the file and give its local path")
+        suffix = Path(value).suffix.lower()
+        if "/" in value.removeprefix("timm/") and suffix not in PRETRAINED_SUFFIXES:
+            raise ValueError(f"has the extension {suffix or '(none)'}, which is not read; give a "
+                             f"{'/'.join(PRETRAINED_SUFFIXES)} file or a timm model name")
+        return value
+
     @field_validator("margin_rate", "test_margin_rate")
     @classmethod
     def _ordered_margin(cls, value: list[float]) -> list[float]:
@@ -253,6 +290,14 @@ class TestTimeConfig(Section):
 class EvaluateConfig(TestTimeConfig):
     """Scores masks against the ground truth of dataset.val_ann_path."""
 
+    label_file: str | None = None
+    """A COCO label file (masks as RLE or polygons, from mal inference or any tool) to score instead of a
+    checkpoint: no model is loaded, and checkpoint and the test-time keys are not used. Its annotations pair with
+    the ground truth's by annotation id when every id is there on the same image, else by image id + box (box IoU
+    >= 0.9, same category); its images must have the ground truth's ids, sizes and file names."""
+
+    _home_label_file = field_validator("label_file")(expand_home)
+
 
 class InferenceConfig(TestTimeConfig):
     ann_path: str | None = None
@@ -265,7 +310,7 @@ class InferenceConfig(TestTimeConfig):
     load_mask: bool = False
     """Also read ground-truth masks of ann_path, to report per-instance IoU in the gallery."""
     gallery: bool = False
-    """Write a review page (gallery/index.html) next to the labels."""
+    """Write a review page, results_dir/inference/gallery/index.html (wherever label_dump_path puts the labels)."""
     backend: Literal["torch", "onnxruntime"] = "torch"
     """Run the network with PyTorch or with ONNX Runtime on an exported model (export.onnx_file)."""
 
@@ -390,6 +435,21 @@ class ExperimentSpec(Section):
             problem = output_file_problem(Path(self.inference.label_dump_path), self.annotation_inputs())
             if problem:
                 raise ValueError(f"inference.label_dump_path = {self.inference.label_dump_path} {problem}")
+        return self
+
+    @model_validator(mode="after")
+    def _crop_fits_the_patch_grid(self) -> ExperimentSpec:
+        # The ViT cuts each crop into patch x patch tokens and its position embeddings are sized for that grid:
+        # another size fails when the network is built (once the data is read); said here, --print-spec finds it.
+        # The lower bound (32: a grid of at least 2x2 patches, a 8x8 mask) is the field's own.
+        crop, patch = self.dataset.crop_size, ARCH_PATCH_SIZES[self.model.arch]
+        if crop % patch:
+            below = crop // patch * patch
+            choices = [size for size in (below, below + patch) if 32 <= size <= 2048]
+            raise ValueError(
+                f"dataset.crop_size = {crop} is not a multiple of {patch}, the patch size of model.arch = "
+                f"{self.model.arch}; use {' or '.join(map(str, choices))}"
+            )
         return self
 
     def annotation_inputs(self) -> dict[str, str | None]:

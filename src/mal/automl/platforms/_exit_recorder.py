@@ -2,7 +2,8 @@
 
 The local platform starts every job through this tiny wrapper so that a runner restarted after a crash (no
 longer the job's parent, so unable to `wait()` for it) still learns how the job ended. Negative codes are
-signals, as in `subprocess`. Standard library only: it starts in milliseconds.
+signals, as in `subprocess`. It imports nothing heavy (the standard library and its own package): it starts in
+milliseconds.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import signal
 import subprocess
 import sys
 
-PID_FILE = "job.pid"
+# `python -m` imports the package first, and with it the local platform that defines the name: no cost here.
+from mal.automl.platforms.local import PID_FILE
 
 
 def main(argv: list[str]) -> int:

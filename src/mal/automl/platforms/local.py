@@ -18,11 +18,13 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mal.automl.platforms._exit_recorder import PID_FILE
 from mal.automl.platforms.base import JobRecord, JobStatus, Platform, command_template
 
 DEFAULT_COMMAND = (sys.executable, "-m", "mal", "{action}", "-e", "{spec}")
 EXIT_FILE = "exit_code"
+# Written by the job wrapper (_exit_recorder), defined here: a package module that imports the wrapper makes
+# `python -m mal.automl.platforms._exit_recorder` warn "found in sys.modules" in every job's stderr.
+PID_FILE = "job.pid"
 STDOUT_LOG = "stdout.log"
 STDERR_LOG = "stderr.log"
 WAKE_INTERVAL = 0.05

@@ -160,7 +160,7 @@ def test_the_users_num_epochs_is_the_full_budget_and_the_review_lists_what_the_r
     ("settings", "overrides", "message"),
     [
         ({"automl_max_epochs": 27}, {"train.num_epochs": 5},
-         "spec_overrides sets train.num_epochs = 5 but automl_max_epochs x epoch_multiplier makes a full training 27"),
+         "sets train.num_epochs = 5 but automl_max_epochs x epoch_multiplier makes a full training 27"),
         ({"epoch_multiplier": 2}, {"train.num_epochs": 5}, "must be a whole number of resource units"),
         ({"algorithm": "pbt"}, {"train.num_epochs": 5}, "must be a whole number of pbt generations of"),
         ({"algorithm": "pbt", "max_generations": 3}, {"train.num_epochs": 20},

@@ -79,9 +79,10 @@ def honour_user_values(settings: AutoMLSettings, user_spec: Mapping[str, Any]) -
     """Fit the settings to what the user's spec says, or refuse; notes saying what was taken from where."""
     if get_dotted(user_spec, RESUME_KEY):
         raise SpecError(
-            f"spec_overrides sets {RESUME_KEY} = {get_dotted(user_spec, RESUME_KEY)!r}, which every trial would "
-            "replace (a trial trains from the start, or from its own checkpoint when promoted); to measure that "
-            "checkpoint as the baseline set evaluate.checkpoint to it, to start trials from backbone weights set "
+            f"your spec (spec: and spec_overrides) sets {RESUME_KEY} = {get_dotted(user_spec, RESUME_KEY)!r}, "
+            "which every trial would replace (a trial trains from the start, or from its own checkpoint when "
+            "promoted); to measure that checkpoint as the baseline set evaluate.checkpoint to it, to start trials "
+            "from backbone weights set "
             "train.pretrained_model_path."
         )
     epochs = get_dotted(user_spec, "train.num_epochs")
@@ -94,13 +95,14 @@ def honour_user_values(settings: AutoMLSettings, user_spec: Mapping[str, Any]) -
     if "automl_max_epochs" in settings.model_fields_set:
         if epochs != full:
             raise SpecError(
-                f"spec_overrides sets train.num_epochs = {epochs!r} but automl_max_epochs x epoch_multiplier makes a "
-                f"full training {full} epochs; the runner sets each trial's train.num_epochs, so keep only one."
+                f"your spec (spec: and spec_overrides) sets train.num_epochs = {epochs!r} but automl_max_epochs x "
+                f"epoch_multiplier makes a full training {full} epochs; the runner sets each trial's train.num_epochs, "
+                "so keep only one."
             )
         return []
     if not isinstance(epochs, int) or epochs < 1 or epochs % multiplier:
         raise SpecError(
-            f"spec_overrides train.num_epochs = {epochs!r} must be a whole number of resource units of "
+            f"your spec's train.num_epochs = {epochs!r} must be a whole number of resource units of "
             f"epoch_multiplier ({multiplier}) epochs to be the full budget; change one of them."
         )
     settings.automl_max_epochs = epochs // multiplier
@@ -115,14 +117,14 @@ def _pbt_generations(settings: AutoMLSettings, epochs: Any) -> list[str]:
     if "automl_max_generations" in settings.model_fields_set:
         if epochs != interval * settings.automl_max_generations:
             raise SpecError(
-                f"spec_overrides sets train.num_epochs = {epochs!r} but pbt trains automl_max_generations "
-                f"({settings.automl_max_generations}) x automl_eval_interval ({interval}) epochs; the runner sets "
-                "each member's train.num_epochs, so keep only one."
+                f"your spec (spec: and spec_overrides) sets train.num_epochs = {epochs!r} but pbt trains "
+                f"automl_max_generations ({settings.automl_max_generations}) x automl_eval_interval ({interval}) "
+                "epochs; the runner sets each member's train.num_epochs, so keep only one."
             )
         return []
     if not isinstance(epochs, int) or epochs < interval or epochs % interval:
         raise SpecError(
-            f"spec_overrides train.num_epochs = {epochs!r} must be a whole number of pbt generations of "
+            f"your spec's train.num_epochs = {epochs!r} must be a whole number of pbt generations of "
             f"automl_eval_interval ({interval}) epochs; change one of them."
         )
     settings.automl_max_generations = epochs // interval

@@ -76,6 +76,9 @@ def test_seconds_per_epoch_pools_finished_trials_and_counts_a_resumed_trials_new
 def test_before_any_trial_finished_the_baseline_measures_the_speed():
     running = [_entry(0, "running", 4, [1], 0, None)]
     assert seconds_per_epoch(running, {"seconds": 30.0, "budget": 10}) == (3.0, "baseline")
+    # A calibration training's own per-epoch time leaves its start-up out.
+    calibration = {"seconds": 30.0, "budget": 1, "seconds_per_epoch": 12.0, "startup_seconds": 18.0}
+    assert seconds_per_epoch(running, calibration) == (12.0, "baseline")
     assert seconds_per_epoch(running, {"status": "skipped"}) == (None, None)
     assert seconds_per_epoch(running, None) == (None, None)
 

@@ -2,8 +2,9 @@
 trials at once.
 
 Seconds per epoch come from the finished trials (their wall time over the epochs they trained); before any trial
-has finished, from the baseline's full training (baseline.json `seconds` / `budget`); with neither, the ETA is
-unknown rather than a guess. Planned epochs and concurrency are the launch review's (launch_review.json).
+has finished, from the baseline's calibration training (baseline.json `seconds_per_epoch`, else `seconds` /
+`budget`); with neither, the ETA is unknown rather than a guess. Planned epochs and concurrency are the launch
+review's (launch_review.json).
 
 Works on report entries (`TrialRecord.entry()` dicts), so the live table, `mal automl status` and its JSON share it.
 """
@@ -84,6 +85,9 @@ def seconds_per_epoch(
     if epochs > 0:
         return seconds / epochs, "trials"
     if baseline:
+        measured = baseline.get("seconds_per_epoch")  # a calibration training's, its start-up left out
+        if isinstance(measured, int | float) and measured > 0:
+            return float(measured), "baseline"
         spent, budget = baseline.get("seconds"), baseline.get("budget")
         if isinstance(spent, int | float) and isinstance(budget, int | float) and spent > 0 and budget > 0:
             return float(spent) / float(budget), "baseline"

@@ -31,11 +31,16 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """`update` laid over a copy of `base`; nested mappings merge, anything else replaces."""
+    """`update` laid over a copy of `base`; nested mappings merge, anything else (lists included) replaces.
+
+    An empty section (`train:` with nothing under it) changes nothing: YAML reads it as null, not as "reset".
+    """
     merged = copy.deepcopy(dict(base))
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
             merged[key] = deep_merge(merged[key], value)
+        elif value is None and isinstance(merged.get(key), Mapping):
+            continue
         else:
             merged[key] = copy.deepcopy(value)
     return merged

@@ -14,10 +14,10 @@ import torch
 import yaml
 
 import mal.cli
+from mal.dotted import deep_merge
 from mal.errors import SpecError
 from mal.presets import cpu_preset_hint, find_preset, list_presets
 from mal.spec import load_spec
-from mal.spec.load import merge_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA_YAML = "dataset:\n  train_ann_path: data/annotations.json\n  train_img_dir: data/images\ntrain:\n  num_epochs: 3\n"
@@ -91,7 +91,7 @@ def test_the_order_of_the_files_decides(tmp_path):
 def test_merge_replaces_lists_and_an_empty_section_changes_nothing():
     base = {"train": {"mask_thres": [0.1, 0.2, 0.3], "lr": 1e-5}, "model": {"arch": "vit-tiny/16"}}
     update = {"train": {"mask_thres": [0.4]}, "model": None}
-    assert merge_specs(base, update) == {"train": {"mask_thres": [0.4], "lr": 1e-5}, "model": {"arch": "vit-tiny/16"}}
+    assert deep_merge(base, update) == {"train": {"mask_thres": [0.4], "lr": 1e-5}, "model": {"arch": "vit-tiny/16"}}
     assert base["train"]["mask_thres"] == [0.1, 0.2, 0.3]  # inputs untouched
 
 

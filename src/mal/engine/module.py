@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from mal.box_likeness import BoxLikeness
+from mal.box_likeness import measure as measure_box_likeness
 from mal.engine.labeling import ground_truth, label_batch
 from mal.engine.schedule import lr_factor
 from mal.metrics import instance_ious
@@ -146,7 +148,7 @@ class MALModule(L.LightningModule):
 
     # --------------------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
-        self._val = {"iou": [], "category": []}
+        self._val = {"iou": [], "category": [], "box_like": [0, 0]}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         coco = self.trainer.datamodule.val_coco  # type: ignore[attr-defined]
@@ -156,6 +158,11 @@ class MALModule(L.LightningModule):
         gt_rles, _ = ground_truth(coco, [label.ann_id for label in labels])
         self._val["iou"].append(instance_ious([label.segmentation for label in labels], gt_rles))
         self._val["category"].append(np.asarray([label.category_id for label in labels], dtype=np.int64))
+        # How many of these masks are just their filled box (the untrained model's answer), from the same masks.
+        rows = [coco.row_of_ann[label.ann_id] for label in labels]
+        likeness = measure_box_likeness([label.segmentation for label in labels], coco.boxes_xyxy[rows])
+        self._val["box_like"][0] += likeness.box_like
+        self._val["box_like"][1] += likeness.measured
 
     def on_validation_epoch_end(self) -> None:
         coco = self.trainer.datamodule.val_coco  # type: ignore[attr-defined]
@@ -167,12 +174,17 @@ class MALModule(L.LightningModule):
         index = np.searchsorted(category_ids, categories)
         sums = torch.from_numpy(np.bincount(index, weights=ious, minlength=len(category_ids)).astype(np.float64))
         counts = torch.from_numpy(np.bincount(index, minlength=len(category_ids)).astype(np.float64))
+        box_like = torch.tensor(self._val.get("box_like", [0, 0]), dtype=torch.float64)
         if self.trainer.world_size > 1:
             sums = self.trainer.strategy.reduce(sums.to(self.device), reduce_op="sum").cpu()
             counts = self.trainer.strategy.reduce(counts.to(self.device), reduce_op="sum").cpu()
+            box_like = self.trainer.strategy.reduce(box_like.to(self.device), reduce_op="sum").cpu()
+        self.box_likeness = BoxLikeness(box_like=int(box_like[0]), measured=int(box_like[1]))
         present = counts > 0
         if not bool(present.any()):
             return
         miou = float((sums[present] / counts[present]).mean())
         self.log("val/mIoU", miou, prog_bar=True, sync_dist=False)
         self.log("val/instances", float(counts.sum()), sync_dist=False)
+        if self.box_likeness.share is not None:
+            self.log("val/box_like_share", self.box_likeness.share, sync_dist=False)

@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 
 from mal import jobfiles
 from mal.box_likeness import BoxLikeness, warn_if_box_like
-from mal.box_likeness import measure as measure_box_likeness
 from mal.data.coco_boxes import CocoBoxes
 from mal.dotted import get_dotted
 from mal.engine.datamodule import MALDataModule, load_train_coco, load_val_coco
@@ -185,9 +183,8 @@ def _train(spec: ExperimentSpec, out_dir: Path) -> int:
             raise
         raise TrainingStopped(stopped) from None
     if trainer.is_global_zero:
-        # Measured only where validation ran (ground-truth masks); otherwise nothing is said.
-        likeness = _validation_box_likeness(spec, module, val_coco) if val_coco is not None else None
-        _finish(trainer, status, out_dir, likeness)
+        # Measured by the last validation, on its own masks; without validation data nothing is said.
+        _finish(trainer, status, out_dir, getattr(module, "box_likeness", None) if val_coco is not None else None)
     return 0
 
 
@@ -210,8 +207,6 @@ def _load_pretrained(module: MALModule, path: str) -> None:
 def _finish(trainer: L.Trainer, status: StatusFile, out_dir: Path, likeness: BoxLikeness | None = None) -> None:
     kpi = {key: float(value) for key, value in trainer.callback_metrics.items()
            if key.startswith(("val/", "train/")) and not key.endswith("_step")}
-    if likeness is not None and likeness.share is not None:
-        kpi["val/box_like_share"] = likeness.share
     extra: dict[str, Any] = {"latest_checkpoint": str(latest_checkpoint(out_dir) or "")}
     best = out_dir / jobfiles.BEST_CHECKPOINT
     if best.exists():
@@ -221,37 +216,6 @@ def _finish(trainer: L.Trainer, status: StatusFile, out_dir: Path, likeness: Box
     print(f"mal train: done; checkpoints in {out_dir}", flush=True)
     if likeness is not None:
         warn_if_box_like(likeness, "train")
-
-
-# Validation boxes labeled again after training to measure box-likeness (whole images, drawn with the seed, until
-# this many boxes): the share over 200 boxes lies within +-0.07 (95%) of the whole set's, enough to tell the 1.0 of an
-# untrained model from the 0.0005-0.014 measured for trained presets (mal.box_likeness.WARN_SHARE is 0.5), and it
-# keeps the cost at most one extra validation of 200 boxes.
-BOX_LIKENESS_BOXES = 200
-
-
-def _validation_box_likeness(spec: ExperimentSpec, module: MALModule, coco: CocoBoxes) -> BoxLikeness:
-    """Box-likeness of the final network's validation masks (validation's own options and thresholds)."""
-    from mal.data.datasets import build_label_loader
-    from mal.engine.common import pick_device
-    from mal.engine.labeling import label_batch
-    from mal.engine.module import inference_net, test_time_refiner
-
-    image_ids = sorted(coco.boxes_by_image)
-    order = np.random.default_rng(spec.train.seed).permutation(len(image_ids))
-    counts = np.cumsum([len(coco.boxes_by_image[image_ids[i]]) for i in order])
-    chosen = sorted(image_ids[i] for i in order[: int(np.searchsorted(counts, BOX_LIKENESS_BOXES)) + 1])
-    # No worker processes: starting them would cost more than decoding a few images here.
-    loader = build_label_loader(coco, spec.dataset.crop_size, spec.evaluate.batch_size, 0,
-                                spec.train.test_margin_rate, image_ids=chosen)
-    options = spec.evaluate.model_dump()
-    device = pick_device()  # Lightning hands the module back on the CPU after fit
-    net = inference_net(module.mean_teacher, options).to(device).eval()
-    refine = test_time_refiner(options)
-    labels = [label for batch in loader
-              for label in label_batch(net, batch, spec.train.mask_thres, device, refine)]
-    boxes = coco.boxes_xyxy[[coco.row_of_ann[label.ann_id] for label in labels]]
-    return measure_box_likeness([label.segmentation for label in labels], boxes)
 
 
 def _best_score(trainer: L.Trainer) -> float | None:

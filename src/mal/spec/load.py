@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from mal.dotted import set_dotted
+from mal.dotted import deep_merge, set_dotted
 from mal.errors import SpecError
 from mal.presets import find_preset, preset_names
 from mal.safe_yaml import YamlRefused, load_text
@@ -236,23 +236,6 @@ def resolve_spec_file(text: SpecSource) -> tuple[Path, str]:
     )
 
 
-def merge_specs(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """`update` over `base`: mappings merge key by key, any other value (lists included) replaces the earlier one.
-
-    An empty section (`train:` with nothing under it) changes nothing: YAML reads it as null, not as "reset".
-    """
-    merged = dict(base)
-    for key, value in update.items():
-        earlier = merged.get(key)
-        if isinstance(earlier, Mapping) and isinstance(value, Mapping):
-            merged[key] = merge_specs(earlier, value)
-        elif value is None and isinstance(earlier, Mapping):
-            continue
-        else:
-            merged[key] = value
-    return merged
-
-
 def load_spec(path: SpecSource | Sequence[SpecSource] | None, overrides: Sequence[str] = ()) -> ExperimentSpec:
     """Read one spec file, or several merged in order (later files win; each may be a shipped preset's name), or
     start from the defaults when `path` is None or empty; then apply the overrides."""
@@ -263,7 +246,7 @@ def load_spec(path: SpecSource | Sequence[SpecSource] | None, overrides: Sequenc
         file, source = resolve_spec_file(each)
         part = read_yaml(file)
         _check_known_keys(part, source)  # before merging, so an unknown key names the file that holds it
-        data = merge_specs(data, part)
+        data = deep_merge(data, part)
         sources.append(source)
     source = " + ".join(sources) or "defaults"
     for text in overrides:

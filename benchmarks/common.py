@@ -61,6 +61,8 @@ def physical_cores() -> int:
 def machine_info() -> dict[str, Any]:
     import torch
 
+    from mal.engine.precision import cpu_has_native_bf16, cpu_has_native_int8
+
     info: dict[str, Any] = {
         "cpu_model": cpu_model(),
         "logical_cpus": os.cpu_count(),
@@ -68,6 +70,10 @@ def machine_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        # What decides which low-precision path is fast here (mal.engine.precision reads the same flags).
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "cpu_native_int8": cpu_has_native_int8(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -188,8 +194,10 @@ def write_results(
         f"Command: `{command}`",
         "",
         f"Machine: {machine['cpu_model']}, {machine['physical_cores']} physical cores, "
-        f"{machine['logical_cpus']} logical CPUs, torch {machine['torch']} ({machine['torch_threads']} threads, "
-        f"{machine['torch_cpu_capability']}), onnxruntime {machine.get('onnxruntime', '-')}, {machine['time']}, "
+        f"{machine['logical_cpus']} logical CPUs (native bf16: {machine['cpu_native_bf16']}, native int8: "
+        f"{machine['cpu_native_int8']}), GPU: {machine['gpu'] or 'none'}, torch {machine['torch']} "
+        f"({machine['torch_threads']} threads, {machine['torch_cpu_capability']}), "
+        f"onnxruntime {machine.get('onnxruntime', '-')}, {machine['time']}, "
         f"load average {machine['load_average_1_5_15']}",
         "",
     ]

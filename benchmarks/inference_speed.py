@@ -31,11 +31,13 @@ from common import (
     time_calls,
     write_results,
 )
+from precision_accuracy import label_precision_accuracy, parse_accuracy
 
 from mal.data.crops import box_masks, crop_and_resize, expand_boxes
 from mal.engine.export import export_onnx
 from mal.engine.module import build_student, inference_net
 from mal.engine.onnx_backend import OnnxMaskNet
+from mal.engine.precision import Bf16Predictor, quantized_onnx
 from mal.masks import paste_masks, thresholds_for
 from mal.model.mal import MeanTeacher
 from mal.spec import load_spec
@@ -180,6 +182,14 @@ def bench_model(arch: str, crop_size: int, args: argparse.Namespace, repeats: in
             lambda ort_net=ort_net: ort_net(big),
         )
 
+    # The precisions side by side, each as `mal inference` runs it (inference.precision=...).
+    runner.measure("torch bf16 autocast (precision bf16)", "torch", args.batch_size, threads,
+                   torch_call(Bf16Predictor(net, torch.device("cpu")), crops, True))
+    int8_net = OnnxMaskNet(quantized_onnx(onnx_path), num_threads=threads)
+    runner.measure("onnxruntime int8 (precision int8)", "onnxruntime", args.batch_size, threads,
+                   lambda int8_net=int8_net: int8_net(crops))
+    del int8_net  # one ONNX Runtime thread pool alive at a time
+
     result: dict[str, Any] = {"model": name, "gflop_per_crop": flops_per_crop / 1e9, "variants": runner.rows}
     if all_levers:
         result["end_to_end"] = bench_end_to_end(net, ort_net, config, args, threads)
@@ -237,6 +247,34 @@ def bench_end_to_end(
     return rows
 
 
+PRECISION_PATHS = {
+    "torch inference_mode": ("torch", "fp32"),
+    "torch bf16 autocast (precision bf16)": ("torch", "bf16"),
+    "onnxruntime graph opt all": ("onnxruntime", "fp32"),
+    "onnxruntime int8 (precision int8)": ("onnxruntime", "int8"),
+}
+PRECISION_COLUMNS = ["model", "backend", "precision", "boxes/s", "x torch fp32", "x fastest fp32"]
+
+
+def precision_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each labeling path's speed against PyTorch fp32 and against the faster fp32 runtime, per model."""
+    table = []
+    for model in dict.fromkeys(row["model"] for row in rows):
+        picked = {PRECISION_PATHS[r["variant"]]: r for r in rows
+                  if r["model"] == model and r["variant"] in PRECISION_PATHS and r["batch"] == rows[0]["batch"]}
+        if ("torch", "fp32") not in picked:  # a large model skips inference_mode: its baseline is the fp32 row
+            picked[("torch", "fp32")] = next(
+                r for r in rows if r["model"] == model and r["variant"] == "torch no_grad (baseline)")
+        torch_fp32 = picked[("torch", "fp32")]
+        fastest_fp32 = max([torch_fp32["boxes_per_s"]] + [r["boxes_per_s"] for key, r in picked.items()
+                                                         if key[1] == "fp32"])
+        for (backend, precision), row in picked.items():
+            table.append({"model": model, "backend": backend, "precision": precision,
+                          "boxes/s": row["boxes_per_s"], "x torch fp32": row["boxes_per_s"] / torch_fp32["boxes_per_s"],
+                          "x fastest fp32": row["boxes_per_s"] / fastest_fp32})
+    return table
+
+
 def _with_batch(variant: str, batch: int) -> str:
     """The variant's name, with its batch size unless the name already gives it."""
     return variant if f"batch {batch}" in variant else f"{variant}, batch {batch}"
@@ -255,6 +293,10 @@ def main() -> None:
         help="timed batches, one value for all configs or one per config",
     )
     parser.add_argument("--threads", type=int, default=0, help="threads for torch and onnxruntime (0: default)")
+    parser.add_argument("--accuracy-max-images", type=int, default=None,
+                        help="score the accuracy on this many images of each dataset, spread over the ids")
+    parser.add_argument("--accuracy", nargs="*", type=parse_accuracy, default=[],
+                        help="DATA_DIR=PRESET: train the preset once and score every precision with mal evaluate")
     args = parser.parse_args()
     repeats = args.repeats if len(args.repeats) == len(args.configs) else [args.repeats[0]] * len(args.configs)
 
@@ -292,6 +334,13 @@ def main() -> None:
                     result["end_to_end"],
                 )
             )
+    tables.append((f"Precisions side by side (batch {args.batch_size})", PRECISION_COLUMNS, precision_rows(rows)))
+    accuracy: list[dict[str, Any]] = []
+    for data_dir, preset in args.accuracy:
+        accuracy.extend(label_precision_accuracy(data_dir, preset, args.accuracy_max_images))
+    if accuracy:
+        tables.append(("mIoU of each precision (preset trained in fp32, scored by mal evaluate)",
+                       list(accuracy[0]), accuracy))
     best = {}
     for row in rows:
         if row["efficiency_ratio"] > best.get(row["model"], {"efficiency_ratio": -1})["efficiency_ratio"]:
@@ -302,7 +351,7 @@ def main() -> None:
         for model, row in best.items()
     ]
     notes.append(f"Total run time {time.perf_counter() - started:.0f} s.")
-    payload = {"target_ratio": TARGET_RATIO, "results": results}
+    payload = {"target_ratio": TARGET_RATIO, "results": results, "accuracy": accuracy}
     json_path, md_path = write_results("inference_speed", payload, tables, notes)
     print(json_path)
     print(md_path)

@@ -13,6 +13,8 @@ The protocol:
 4. The label file is scored against the hidden masks with the engine's own scorer (mIoU overall and by size,
    mask AP), next to two peers computed here on the same boxes: the box filled as the mask, and OpenCV GrabCut
    (5 iterations, initialised with the box, on the box grown by `--grabcut-context` of its size per side).
+5. How well each label's `score` and `quality` rank the masks: Spearman correlation with the true IoU, and the
+   share of bad masks (IoU < 0.5) among the 10 % ranked lowest, against the share overall.
 Results: benchmarks/results/<name>.json and .md (numbers, timings, the command, the spec text).
 """
 
@@ -36,12 +38,16 @@ from common import REPO_ROOT, write_results
 from mal.data.coco import load_coco
 from mal.data.coco_boxes import CocoBoxes
 from mal.engine.evaluate import score_labels
-from mal.engine.labeling import BoxLabel
+from mal.engine.labeling import BoxLabel, ground_truth
 from mal.fileio import atomic_write_json
 from mal.masks import box_fill_rle, encode_masks
+from mal.metrics import instance_ious
 from mal.spec.load import resolve_spec_file
 
 METRIC_KEYS = ("mIoU", "mIoU_small", "mIoU_medium", "mIoU_large", "AP", "AP50", "AP75")
+RANK_KEYS = ("spearman_score", "spearman_quality")
+BAD_IOU = 0.5
+LOWEST_SHARE = 0.1
 BUDGET_S = 30 * 60
 
 
@@ -177,10 +183,60 @@ def ours_metrics(gt: CocoBoxes, label_path: Path) -> dict[str, Any]:
             segmentation=ann["segmentation"],
             area=int(ann["area"]),
             score=float(ann.get("score", 1.0)),
+            quality=float(ann["quality"]) if "quality" in ann else None,
         )
         for ann in dump["annotations"]
     ]
-    return score_labels(gt, labels)
+    return {**score_labels(gt, labels), **ranking_metrics(gt, labels)}
+
+
+# ------------------------------------------------------------------------------------------------ ranking
+def ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 of `values`, ties sharing their mean rank (scipy is not a dependency)."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_values) != 0) + 1]
+    ends = np.r_[starts[1:], len(values)]
+    mean_rank = np.repeat((starts + ends - 1) / 2.0, ends - starts)
+    result = np.empty(len(values))
+    result[order] = mean_rank
+    return result
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's rank correlation; None when either side is constant."""
+    rank_a, rank_b = ranks(a), ranks(b)
+    if len(rank_a) < 2 or rank_a.std() == 0 or rank_b.std() == 0:
+        return None
+    return float(np.corrcoef(rank_a, rank_b)[0, 1])
+
+
+def bad_share_lowest(values: np.ndarray, ious: np.ndarray) -> float:
+    """Share of bad masks (IoU < BAD_IOU) among the LOWEST_SHARE of masks ranked lowest by `values`."""
+    count = max(1, round(LOWEST_SHARE * len(values)))
+    lowest = np.argsort(np.asarray(values, dtype=np.float64), kind="stable")[:count]
+    return float((ious[lowest] < BAD_IOU).mean())
+
+
+def ranking_metrics(gt: CocoBoxes, labels: list[BoxLabel]) -> dict[str, Any]:
+    """How well `score` and `quality` find the bad masks: Spearman with the true IoU, and the share of bad masks
+    among the lowest-ranked tenth against the share overall."""
+    gt_rles, _ = ground_truth(gt, [label.ann_id for label in labels])
+    ious = instance_ious([label.segmentation for label in labels], gt_rles)
+    scores = np.asarray([label.score for label in labels], dtype=np.float64)
+    result: dict[str, Any] = {
+        "spearman_score": spearman(scores, ious),
+        "bad_share": float((ious < BAD_IOU).mean()) if len(ious) else None,
+        "bad_share_lowest_score": bad_share_lowest(scores, ious) if len(ious) else None,
+        "spearman_quality": None,
+        "bad_share_lowest_quality": None,
+    }
+    if labels and all(label.quality is not None for label in labels):
+        quality = np.asarray([label.quality for label in labels], dtype=np.float64)
+        result["spearman_quality"] = spearman(quality, ious)
+        result["bad_share_lowest_quality"] = bad_share_lowest(quality, ious)
+    return result
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -246,13 +302,23 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_peers:
         methods.update(peer_metrics(gt, work_dir, args.grabcut_context))
 
-    rows = [{"method": method, **{key: metrics.get(key) for key in METRIC_KEYS}} for method, metrics in methods.items()]
+    table_keys = (*METRIC_KEYS, *RANK_KEYS)
+    rows = [{"method": method, **{key: metrics.get(key) for key in table_keys}} for method, metrics in methods.items()]
     for row in rows:
-        for key in METRIC_KEYS:
+        for key in table_keys:
             row[key] = None if row[key] is None else round(float(row[key]), 4)
+    ours = methods["MAL (ours)"]
+    review_rows = [
+        {"ranked by": key, "spearman_with_IoU": ours[f"spearman_{key}"],
+         "bad_in_lowest_10%": ours[f"bad_share_lowest_{key}"], "bad_overall": ours["bad_share"]}
+        for key in ("score", "quality")
+    ]
+    for row in review_rows:
+        for key in ("spearman_with_IoU", "bad_in_lowest_10%", "bad_overall"):
+            row[key] = None if row[key] is None else round(float(row[key]), 3)
     timing_rows = [{"stage": key.removesuffix("_s"), "seconds": round(value, 1)} for key, value in timings.items()]
     within = timings["total_s"] <= BUDGET_S if not args.skip_train else None
-    print(json.dumps({"name": name, "rows": rows, "timings": timings}, indent=1))
+    print(json.dumps({"name": name, "rows": rows, "review": review_rows, "timings": timings}, indent=1))
     if args.no_results:
         return 0
     payload = {
@@ -281,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         name,
         payload,
         [
-            ("Mask quality against the hidden ground truth", ["method", *METRIC_KEYS], rows),
+            ("Mask quality against the hidden ground truth", ["method", *table_keys], rows),
+            ("Which masks to check first (bad: IoU < 0.5)",
+             ["ranked by", "spearman_with_IoU", "bad_in_lowest_10%", "bad_overall"], review_rows),
             ("Wall time", ["stage", "seconds"], timing_rows),
         ],
         notes,

@@ -19,7 +19,8 @@ import sys
 import time
 from typing import Any
 
-from common import median, peak_rss_mib, write_results
+from common import count_flops, median, peak_rss_mib, write_results
+from precision_accuracy import parse_accuracy, train_precision_accuracy
 
 DEFAULT_CONFIGS = ["vit-tiny/16@128", "vit-mae-base/16@224"]
 # Per config: the base model takes ~20 s a step on two cores, so it gets one warm-up and two timed steps.
@@ -49,9 +50,15 @@ def random_batch(batch_size: int, crop_size: int, generator: Any) -> dict[str, A
 
 
 def worker(
-    arch: str, crop_size: int, batch_size: int, warmup: int, steps: int, threads: int, crf_num_iter: int
+    arch: str, crop_size: int, batch_size: int, warmup: int, steps: int, threads: int, crf_num_iter: int,
+    precision: str = "fp32", device: str = "cpu", grad_checkpointing: bool = False, channels_last: bool = False,
+    compile: bool = False,
 ) -> dict[str, Any]:
-    """Train `steps` timed steps (after `warmup`) in this process; return the timings and memory."""
+    """Train `steps` timed steps (after `warmup`) in this process; return the timings and memory.
+
+    precision fp32 or bf16-mixed (bfloat16 autocast around the two networks, as Lightning's bf16-mixed does; the
+    losses turn autocast off themselves). On cuda the phases are synchronised before each mark.
+    """
     import torch
 
     from mal.engine.module import build_student, loss_config
@@ -70,10 +77,20 @@ def worker(
             f"dataset.crop_size={crop_size}",
             f"train.crf_num_iter={crf_num_iter}",
             f"train.batch_size={batch_size}",
+            f"model.grad_checkpointing={str(grad_checkpointing).lower()}",
         ],
     )
     config = spec.model_dump(mode="json")
-    mean_teacher = MeanTeacher(build_student(config)).train()
+    target = torch.device(device)
+    mean_teacher = MeanTeacher(build_student(config)).train().to(target)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        mean_teacher.to(memory_format=torch.channels_last)
+    flops_per_crop = count_flops(mean_teacher.teacher, torch.rand(1, 3, crop_size, crop_size, device=target))
+    if compile:
+        mean_teacher.student.compile()
+        mean_teacher.teacher.compile()
+    autocast = torch.autocast(target.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
     train = config["train"]
     optimizer = torch.optim.AdamW(
         [p for p in mean_teacher.student.parameters() if p.requires_grad],
@@ -84,28 +101,40 @@ def worker(
     )
     losses_cfg = loss_config(train)
     full_weight_step = max(train["loss_mil_step"], train["loss_crf_step"])  # both losses at full weight
-    batches = [random_batch(batch_size, crop_size, generator) for _ in range(2)]
+    batches = [
+        {key: value.to(target).contiguous(memory_format=layout) for key, value in
+         random_batch(batch_size, crop_size, generator).items()}
+        for _ in range(2)
+    ]
     rss_before = peak_rss_mib()
+    if target.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def mark() -> float:
+        if target.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
 
     def step(batch: dict[str, Any]) -> dict[str, float]:
-        marks = [time.perf_counter()]
-        student_logits = mean_teacher.student(batch["image_aug"])
-        with torch.no_grad():
-            teacher_logits = mean_teacher.teacher(batch["image"])
-        marks.append(time.perf_counter())
+        marks = [mark()]
+        with autocast:
+            student_logits = mean_teacher.student(batch["image_aug"])
+            with torch.no_grad():
+                teacher_logits = mean_teacher.teacher(batch["image"])
+        marks.append(mark())
         out = mal_losses(
             student_logits, teacher_logits, batch["image"], batch["box_mask"], full_weight_step, losses_cfg
         )
-        marks.append(time.perf_counter())
+        marks.append(mark())
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
-        marks.append(time.perf_counter())
+        marks.append(mark())
         optimizer.step()
         mean_teacher.update_teacher(config["model"]["teacher_momentum"])
-        marks.append(time.perf_counter())
+        marks.append(mark())
         names = ("forward_s", "losses_s", "backward_s", "optimizer_ema_s")
         phases = {name: marks[i + 1] - marks[i] for i, name in enumerate(names)}
-        return {**phases, "step_s": marks[-1] - marks[0], "loss": float(out["loss"])}
+        return {**phases, "step_s": marks[-1] - marks[0], "loss": float(out["loss"].detach())}
 
     for index in range(warmup):
         step(batches[index % 2])
@@ -128,14 +157,35 @@ def worker(
             for name in ("forward_s", "losses_s", "backward_s", "optimizer_ema_s")
         },
         "student_params_m": sum(p.numel() for p in mean_teacher.student.parameters()) / 1e6,
+        "precision": precision,
+        "device": device,
+        "grad_checkpointing": grad_checkpointing,
+        "channels_last": channels_last,
+        "compile": compile,
+        # Model FLOPs of one step: the student's forward and backward (about 2x the forward) and the teacher's
+        # forward; recomputation under activation checkpointing is not counted.
+        "model_tflop_per_s": 4 * flops_per_crop * batch_size / step_s / 1e12,
         "rss_after_build_mib": rss_before,
         "peak_rss_mib": peak_rss_mib(),
+        "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if target.type == "cuda" else None,
         "final_loss_finite": all(t["loss"] == t["loss"] for t in timed),
     }
 
 
 def per_config(values: list[int], count: int) -> list[int]:
     return values if len(values) == count else [values[0]] * count
+
+
+def run_worker(job: dict[str, Any]) -> dict[str, Any]:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        sys.exit(f"{job['arch']}@{job['crop_size']} ({job['precision']}) failed:\n{done.stderr[-3000:]}")
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    row["wall_s"] = time.perf_counter() - started
+    return row
 
 
 def main() -> None:
@@ -158,6 +208,17 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--crf-num-iter", type=int, default=100)
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16-mixed"], choices=["fp32", "bf16-mixed"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--grad-checkpointing", nargs="+", default=["off"], choices=["off", "on"],
+                        help="activation checkpointing variants to time")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both networks (slow first steps)")
+    parser.add_argument("--accuracy-max-images", type=int, default=None,
+                        help="score the accuracy on this many images of each dataset, spread over the ids")
+    parser.add_argument("--accuracy", nargs="*", type=parse_accuracy, default=[],
+                        help="DATA_DIR=PRESET: train the preset at each precision and score it (quality.py protocol)")
+    parser.add_argument("--name", default="train_speed", help="results name (benchmarks/results/NAME.json/.md)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -169,56 +230,73 @@ def main() -> None:
     warmups = per_config(args.warmup, len(args.configs))
     rows = []
     for (arch, crop_size), warmup, timed_steps in zip(args.configs, warmups, steps):
-        job = {
-            "arch": arch,
-            "crop_size": crop_size,
-            "batch_size": args.batch_size,
-            "warmup": warmup,
-            "steps": timed_steps,
-            "threads": args.threads,
-            "crf_num_iter": args.crf_num_iter,
-        }
-        started = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            sys.exit(f"{arch}@{crop_size} failed:\n{done.stderr[-3000:]}")
-        row = json.loads(done.stdout.strip().splitlines()[-1])
-        row["wall_s"] = time.perf_counter() - started
-        rows.append(row)
-        print(
-            f"{arch}@{crop_size}: {row['crops_per_s']:.2f} crops/s, peak RSS {row['peak_rss_mib']:.0f} MiB "
-            f"({row['wall_s']:.0f} s)",
-            flush=True,
-        )
+        for checkpointing in args.grad_checkpointing:
+            for precision in args.precisions:
+                job = {
+                    "arch": arch,
+                    "crop_size": crop_size,
+                    "batch_size": args.batch_size,
+                    "warmup": warmup,
+                    "steps": timed_steps,
+                    "threads": args.threads,
+                    "crf_num_iter": args.crf_num_iter,
+                    "precision": precision,
+                    "device": args.device,
+                    "grad_checkpointing": checkpointing == "on",
+                    "channels_last": args.channels_last,
+                    "compile": args.compile,
+                }
+                row = run_worker(job)
+                rows.append(row)
+                memory = row["peak_gpu_mib"] if args.device == "cuda" else row["peak_rss_mib"]
+                print(f"{arch}@{crop_size} {precision} checkpointing {checkpointing}: {row['crops_per_s']:.2f} "
+                      f"crops/s, peak memory {memory:.0f} MiB ({row['wall_s']:.0f} s)", flush=True)
 
+    fp32_speed = {(r["arch"], r["crop_size"], r["grad_checkpointing"]): r["crops_per_s"]
+                  for r in rows if r["precision"] == "fp32"}
     table = [
         {
             "model": f"{r['arch']} @{r['crop_size']}",
+            "precision": r["precision"],
+            "checkpointing": "on" if r["grad_checkpointing"] else "off",
             "batch": r["batch_size"],
             "threads": r["threads"],
             "crops/s": r["crops_per_s"],
+            "x fp32": (r["crops_per_s"] / fp32_speed[key]
+                       if (key := (r["arch"], r["crop_size"], r["grad_checkpointing"])) in fp32_speed else None),
             "crops/s best": r["crops_per_s_best"],
+            "model TFLOP/s": r["model_tflop_per_s"],
             "step s": r["step_s_median"],
             "fwd s": r["forward_s_median"],
             "losses s": r["losses_s_median"],
             "bwd s": r["backward_s_median"],
             "AdamW+EMA s": r["optimizer_ema_s_median"],
-            "peak RSS MiB": r["peak_rss_mib"],
+            "peak MiB": r["peak_gpu_mib"] if r["peak_gpu_mib"] is not None else r["peak_rss_mib"],
             "timed steps": r["timed_steps"],
         }
         for r in rows
     ]
     columns = list(table[0])
+    where = "GPU memory (max_memory_allocated)" if args.device == "cuda" else "RSS (ru_maxrss of a fresh process)"
     notes = [
         "One step: student forward, teacher forward (no grad), MIL + CRF losses (crf_num_iter mean-field "
         "iterations), backward, AdamW, teacher EMA; random crops with a random box mask; medians over the "
         "timed steps (and the best step), warm-up steps excluded.",
-        "Peak RSS: ru_maxrss of a fresh process per configuration (model, optimizer state, activations).",
+        f"Peak memory: {where} per configuration (model, optimizer state, activations).",
+        "bf16-mixed: bfloat16 autocast around both networks; weights, AdamW and the losses stay fp32 "
+        "(train.precision=bf16-mixed). Model TFLOP/s counts 4 forwards per crop (student forward + backward, "
+        "teacher forward), no recomputation.",
+        f"Device {args.device}; channels_last {args.channels_last}; torch.compile {args.compile}.",
     ]
+    tables = [("Training speed", columns, table)]
+    accuracy_rows: list[dict[str, Any]] = []
+    if args.accuracy:
+        for data_dir, preset in args.accuracy:
+            accuracy_rows.extend(train_precision_accuracy(data_dir, preset, args.precisions, args.accuracy_max_images))
+        tables.append(("Accuracy of the preset trained at each precision (quality.py protocol, fp32 labeling)",
+                       list(accuracy_rows[0]), accuracy_rows))
     json_path, md_path = write_results(
-        "train_speed", {"results": rows}, [("Training speed (CPU)", columns, table)], notes
+        args.name, {"results": rows, "accuracy": accuracy_rows}, tables, notes
     )
     print(json_path)
     print(md_path)

@@ -98,6 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     gallery.add_argument("--gt", type=Path, default=None, help="COCO JSON with ground-truth masks, to show IoUs")
     _add_debug(gallery)
 
+    labels = actions.add_parser("labels", help="label-file tools (export)")
+    labels_actions = labels.add_subparsers(dest="labels_action", metavar="command", required=True,
+                                           help="the label tool to run")
+    label_export = labels_actions.add_parser("export", help="write a label file for FiftyOne, CVAT or Label Studio",
+                                             description="Write the masks of a label file in the layout FiftyOne, "
+                                             "CVAT or Label Studio imports (see docs/EXPORT.md).")
+    label_export.add_argument("labels", type=Path, help="COCO JSON with masks (the output of mal inference)")
+    label_export.add_argument("--format", required=True, choices=("fiftyone", "cvat", "labelstudio"),
+                              help="the tool to hand the labels to")
+    label_export.add_argument("--out", required=True, type=Path, help="folder to write (must be new or empty)")
+    label_export.add_argument("--images", type=Path, default=None,
+                              help="folder of the images, to put them in the output (hard links, else copies)")
+    label_export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    _add_debug(label_export)
+
     demo = actions.add_parser("demo", help="the whole job on an embedded default: train, label, evaluate",
                               description="Generate a synthetic dataset (or use yours), train vit-tiny/16 on the "
                               "CPU, label every box, evaluate, and write the review page.")
@@ -209,6 +224,11 @@ def _run_gallery(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_labels(args: argparse.Namespace) -> int:
+    export = _resolve("mal.labels.export:export_main")
+    return int(export(args.labels, args.format, args.out, args.images, args.overwrite) or 0)
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     return int(_resolve("mal.engine.demo:run_demo")(args) or 0)
 
@@ -222,6 +242,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "presets": _run_presets,
     "dataset": _run_dataset,
     "gallery": _run_gallery,
+    "labels": _run_labels,
     "demo": _run_demo,
     "automl": _run_automl,
 }

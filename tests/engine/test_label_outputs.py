@@ -55,6 +55,7 @@ def test_inference_round_trip(trained, tiny_spec, synthetic, decorated_input, tm
         assert mask.shape == (image["height"], image["width"])
         assert after["area"] == int(mask.sum())  # the mask's area, not the box's
         assert 0.0 <= after["score"] <= 1.0
+        assert 0.0 <= after["quality"] <= 1.0  # the estimated IoU, on every annotation (mal.quality_estimate)
         x, y, w, h = after["bbox"]
         outside = mask.copy()
         outside[int(np.floor(y)) : int(np.ceil(y + h)), int(np.floor(x)) : int(np.ceil(x + w))] = 0

@@ -1,11 +1,12 @@
-"""The review gallery, checked in a real headless Chromium (Debian package `chromium`)."""
+"""The review gallery's files and checks, and its page on a few masks in a real headless Chromium.
+
+The review itself on 20,000 masks (paging, filters, keyboard, export) is tests/outputs/test_gallery_review.py.
+"""
 
 from __future__ import annotations
 
+import io
 import json
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,41 +17,11 @@ from mal.errors import DataError
 from mal.gallery.command import gallery_main
 from mal.gallery.write import write_gallery
 from mal.masks import encode_masks
+from support.datasets import SHARED_DATA
+from support.gallery import read_page_data
+from support.gallery_browser import card_indices, chromium, open_page
 
-COCO128 = Path("/work/shared/data/coco128_dev")
-
-
-def find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def run_chromium(page: Path, fragment: str, profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    """Load the page headless; --enable-logging=stderr prints every console message as a CONSOLE line."""
-    browser = find_chromium()
-    if browser is None:
-        pytest.skip("chromium not found on PATH; install it with `apt-get install -y chromium` to test the page")
-    command = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--virtual-time-budget=4000",
-        *extra,
-        f"{page.resolve().as_uri()}#{fragment}",
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=90, check=True)
-
-
-def card_ids(dom: str) -> list[int]:
-    return [int(found) for found in re.findall(r'class="instance-card" data-ann-id="(\d+)"', dom)]
+COCO128 = SHARED_DATA / "coco128_dev"
 
 
 @pytest.fixture()
@@ -86,67 +57,158 @@ def labelled_images(tmp_path: Path):
     labels = {
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": 1, "name": "<b>box</b>"}, {"id": 2, "name": "disc"}],
+        "categories": [{"id": 1, "name": "<b>box</b>"}, {"id": 2, "name": "disc</script><script>x()"}],
     }
     ious = {a["id"]: 0.9 - 0.05 * a["id"] for a in annotations}
     ious[5] = 0.1
     return labels, paths, ious
 
 
-def test_gallery_renders_in_chromium_and_sorts_doubtful_instances_first(tmp_path, labelled_images):
+def test_gallery_is_a_static_folder_of_three_files(tmp_path, labelled_images):
     labels, paths, ious = labelled_images
-    page = write_gallery(labels, paths, tmp_path / "gallery", ious=ious, thumb_size=64)
-    assert page == tmp_path / "gallery" / "index.html"
-    html = page.read_text()
-    assert "http://" not in html and "https://" not in html  # self-contained: no CDN, no remote asset
-    thumbs = sorted((tmp_path / "gallery" / "thumbs").glob("*.jpg"))
-    assert len(thumbs) == 3 and all(max(Image.open(t).size) <= 64 for t in thumbs)
-
-    profile = tmp_path / "chromium-profile"
-    by_iou = run_chromium(page, "sort=iou", profile, "--dump-dom")
-    assert "CONSOLE" not in by_iou.stderr, by_iou.stderr
-    assert re.search(r'<div id="errors"></div>', by_iou.stdout), "the page reported a script error"
-    ids = card_ids(by_iou.stdout)
-    assert sorted(ids) == [a["id"] for a in labels["annotations"]]
-    assert ids[0] == 5  # worst IoU first
-    assert [ious[i] for i in ids] == sorted(ious.values())
-    assert "&lt;b&gt;box&lt;/b&gt;" in by_iou.stdout  # category names are shown as text, never as markup
-
-    by_score = run_chromium(page, "sort=score", profile, "--dump-dom")
-    assert card_ids(by_score.stdout)[0] == 4  # smallest score first
-    by_image = card_ids(run_chromium(page, "sort=image", profile, "--dump-dom").stdout)
-    assert by_image[:2] == [1, 2] and by_image[-2:] == [5, 6]
-
-    shot = tmp_path / "shot.png"
-    run_chromium(page, "sort=iou", profile, f"--screenshot={shot}", "--window-size=1000,700", "--hide-scrollbars")
-    with Image.open(shot) as image:
-        assert image.format == "PNG" and image.size == (1000, 700)
-        assert np.asarray(image.convert("L")).std() > 5  # not a blank page
+    out = tmp_path / "gallery"
+    page = write_gallery(labels, paths, out, ious=ious)
+    assert page == out / "index.html"
+    assert sorted(p.name for p in out.iterdir()) == ["data.js", "index.html", "thumbs"]
+    for name in ("index.html", "data.js"):
+        text = (out / name).read_text()
+        assert "http://" not in text and "https://" not in text  # nothing from the network
+    assert '<script src="data.js"></script>' in page.read_text() and page.stat().st_size < 60_000
+    # Label text cannot end a script: every "<" of the data is escaped.
+    assert "<" not in (out / "data.js").read_text()
+    data, records = read_page_data(out)
+    assert data["categories"] == ["<b>box</b>", "disc</script><script>x()"]
+    assert records["annotations"] == labels["annotations"] and records["base"]["images"] == labels["images"]
+    assert data["columns"]["iou"] == [pytest.approx(ious[a["id"]]) for a in labels["annotations"]]
+    # One strip per image here (2 cards each), cards of the default 160 px.
+    strips = sorted((out / "thumbs").rglob("*.jpg"))
+    assert len(strips) == 3 and all(Image.open(s).size == (320, 160) for s in strips)
 
 
 def test_max_images_keeps_the_most_doubtful_images(tmp_path, labelled_images):
     labels, paths, ious = labelled_images
-    page = write_gallery(labels, lambda image_id: paths[image_id], tmp_path / "out", ious=ious, max_images=1)
-    data = json.loads(re.search(r'id="gallery-data">(.*?)</script>', page.read_text(), re.S).group(1))
-    assert {entry["image_id"] for entry in data["entries"]} == {3}  # image 3 holds ann 5, the worst IoU
-    assert len(list((tmp_path / "out" / "thumbs").glob("*.jpg"))) == 1
+    write_gallery(labels, lambda image_id: paths[image_id], tmp_path / "out", ious=ious, max_images=1)
+    data, records = read_page_data(tmp_path / "out")
+    assert data["image_ids"] == [3]  # image 3 holds ann 5, the worst IoU
+    assert [a["id"] for a in records["annotations"]] == [5, 6]
+    assert len(records["base"]["images"]) == 3  # the export keeps the label file's images
 
 
-def test_missing_image_is_a_data_error_naming_the_file(tmp_path, labelled_images):
+def test_missing_image_is_a_data_error_naming_the_file_and_nothing_is_written(tmp_path, labelled_images):
     labels, paths, _ = labelled_images
     paths[2] = tmp_path / "nowhere.png"
     with pytest.raises(DataError, match="nowhere.png"):
         write_gallery(labels, paths, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
     with pytest.raises(DataError, match="does not exist"):
         gallery_main(tmp_path / "missing.json", tmp_path, tmp_path / "out")
+
+
+def test_masks_are_checked_before_anything_is_written(tmp_path, labelled_images):
+    labels, paths, _ = labelled_images
+    labels["annotations"][3]["segmentation"] = {"size": [90, 90], "counts": "not an rle \x7f"}
+    with pytest.raises(DataError, match="annotation 4"):
+        write_gallery(labels, paths, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_rerun_leaves_no_page_and_a_good_one_rewrites_the_cards_in_place(tmp_path, labelled_images):
+    labels, paths, _ = labelled_images
+    out = tmp_path / "out"
+    write_gallery(labels, paths, out)
+    strip = next((out / "thumbs").rglob("*.jpg"))
+    inode = strip.stat().st_ino
+    # A header that reads but pixels that do not: found only while the cards are drawn.
+    paths[3].write_bytes(paths[3].read_bytes()[:200])
+    with pytest.raises(DataError, match="img_3.png"):
+        write_gallery(labels, paths, out)
+    assert not (out / "index.html").exists()  # no page pointing at half-written cards
+    labels["images"] = labels["images"][:2]
+    write_gallery(labels, paths, out)
+    assert (out / "index.html").is_file() and strip.stat().st_ino == inode
+    assert len(list((out / "thumbs").rglob("*.jpg"))) == 2  # the third image's strip is gone
+
+
+def test_a_thumbs_folder_the_gallery_did_not_write_is_refused(tmp_path, labelled_images):
+    labels, paths, _ = labelled_images
+    (tmp_path / "out" / "thumbs").mkdir(parents=True)
+    (tmp_path / "out" / "thumbs" / "holiday.jpg").write_bytes(b"mine")
+    with pytest.raises(DataError, match="not written by mal gallery"):
+        write_gallery(labels, paths, tmp_path / "out")
+    assert (tmp_path / "out" / "thumbs" / "holiday.jpg").read_bytes() == b"mine"
+
+
+def test_an_output_that_is_a_file_is_refused(tmp_path, labelled_images):
+    labels, paths, _ = labelled_images
+    (tmp_path / "out").write_text("not a folder")
+    with pytest.raises(DataError, match="is a file; give a folder"):
+        write_gallery(labels, paths, tmp_path / "out")
+
+
+def test_quality_must_be_a_number(tmp_path, labelled_images):
+    labels, _, _ = labelled_images
+    labels["annotations"][0]["quality"] = "high"
+    path = tmp_path / "labels.json"
+    path.write_text(json.dumps(labels))
+    with pytest.raises(DataError, match="quality 'high' is not a finite number"):
+        gallery_main(path, tmp_path / "images", tmp_path / "out")
+
+
+@pytest.mark.slow  # Chromium
+def test_page_in_chromium_sorts_by_fragment_and_shows_names_as_text(tmp_path, labelled_images):
+    labels, paths, ious = labelled_images
+    page_path = write_gallery(labels, paths, tmp_path / "gallery", ious=ious)
+    with chromium() as browser:
+        page = open_page(browser, page_path, "sort=iou")
+        order = card_indices(page)
+        assert [labels["annotations"][i]["id"] for i in order] == sorted(ious, key=ious.get)  # worst IoU first
+        # Names are text, never markup: the script-closing name did not break the page.
+        assert "disc</script><script>x()" in page.inner_text("#cards")
+        assert page.locator("#cards b").count() == 0
+        page.goto(page_path.resolve().as_uri() + "#sort=score")
+        page.reload()
+        page.wait_for_selector("html[data-ready=true]")
+        assert labels["annotations"][card_indices(page)[0]]["id"] == 4  # smallest score first
+        page.goto(page_path.resolve().as_uri() + "#sort=image&dir=desc")
+        page.reload()
+        page.wait_for_selector("html[data-ready=true]")
+        assert card_indices(page) == [5, 4, 3, 2, 1, 0]
+        image = Image.open(io.BytesIO(page.screenshot()))
+        assert np.asarray(image.convert("L")).std() > 5  # not a blank page
+
+
+@pytest.mark.slow  # Chromium
+def test_page_without_quality_or_iou_defaults_to_score_and_hides_them(tmp_path, labelled_images):
+    labels, paths, _ = labelled_images
+    page_path = write_gallery(labels, paths, tmp_path / "gallery")
+    with chromium() as browser:
+        page = open_page(browser, page_path)
+        assert page.input_value("#sort") == "score"
+        assert page.locator("#sort option[value=quality]").count() == 0
+        assert not page.is_visible("#iou-filter")
+        scores = [labels["annotations"][i]["score"] for i in card_indices(page)]
+        assert scores == sorted(scores)
 
 
 def test_gallery_main_on_coco128_with_ground_truth_ious(tmp_path):
     if not (COCO128 / "annotations.json").exists():
         pytest.skip(f"{COCO128} is absent; the shared dev data set is needed for this test")
     labels_path = COCO128 / "annotations.json"
-    page = gallery_main(labels_path, COCO128 / "images", tmp_path / "gallery", gt_path=labels_path, max_images=2)
-    data = json.loads(re.search(r'id="gallery-data">(.*?)</script>', page.read_text(), re.S).group(1))
-    assert data["num_images"] == 2 and data["entries"]
-    # The ground truth against itself: every polygon instance has IoU 1.
-    assert all(entry["iou"] == pytest.approx(1.0) for entry in data["entries"] if entry["has_mask"])
+    gallery_main(labels_path, COCO128 / "images", tmp_path / "gallery", gt_path=labels_path, max_images=2)
+    data, _ = read_page_data(tmp_path / "gallery")
+    assert len(data["image_ids"]) == 2 and data["columns"]["ann"]
+    # The ground truth against itself: every instance with a mask has IoU 1, and is outlined.
+    assert data["has_truth"]
+    assert all(iou == pytest.approx(1.0) for iou, mask in zip(data["columns"]["iou"], data["columns"]["mask"]) if mask)
+
+
+@pytest.mark.slow  # Chromium
+def test_a_page_without_its_data_says_so_in_the_page(tmp_path, labelled_images):
+    labels, paths, _ = labelled_images
+    page_path = write_gallery(labels, paths, tmp_path / "gallery")
+    (tmp_path / "gallery" / "data.js").unlink()
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(page_path.resolve().as_uri())
+        page.wait_for_selector("#errors .error")
+        assert "data.js did not load" in page.inner_text("#errors")

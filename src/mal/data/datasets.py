@@ -21,6 +21,7 @@ from mal.data.coco_boxes import CocoBoxes
 from mal.data.crops import box_masks, crop_and_resize, expand_boxes
 from mal.data.images import read_image
 from mal.errors import DataError
+from mal.quality_estimate import image_box_overlap
 
 
 class BatchIndices(list):
@@ -239,6 +240,8 @@ class LabelBoxDataset(Dataset):
             "box_mask": box_masks(fields["box"], crop_boxes, self.crop_size),
             "crop_box": crop_boxes,
             "image_size": torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2),
+            # Against all of the image's boxes, wherever the batches cut the image: the quality estimate's cue.
+            "box_overlap": torch.from_numpy(image_box_overlap(self.coco, rows)).float(),
             **fields,
         }
 

@@ -3,6 +3,7 @@ overall, by size, per class, mask AP, the box-fill baseline and how many masks a
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,13 @@ import numpy as np
 from mal.box_likeness import measure as measure_box_likeness
 from mal.box_likeness import warn_if_box_like
 from mal.data.coco_boxes import CocoBoxes
-from mal.engine.common import resolve_checkpoint
 from mal.engine.datamodule import load_val_coco
 from mal.engine.label_file import read_label_file
 from mal.engine.labeling import BoxLabel, ground_truth
-from mal.engine.predict import label_dataset, torch_labeler
+from mal.engine.predict import build_labeler
+from mal.engine.ranks import RankStopped, Spawn, World, joined, launched_rank, plan_launch, spawn_local
 from mal.engine.run_lock import hold_run_lock
+from mal.engine.sharding import label_boxes, remove_shards
 from mal.engine.status import StatusFile
 from mal.errors import DataError
 from mal.fileio import atomic_write_json
@@ -75,41 +77,55 @@ def _gt_dict(coco: CocoBoxes) -> dict[str, Any]:
 
 
 def run(spec: ExperimentSpec) -> int:
-    # Two evaluations on one results_dir would interleave their status.json events and race on metrics.json.
-    with hold_run_lock(Path(spec.results_dir) / "evaluate", "evaluate"):
-        return _evaluate(spec)
-
-
-def _evaluate(spec: ExperimentSpec) -> int:
-    label_file = spec.evaluate.label_file
-    # A label file is scored without a model: no checkpoint is looked for, none is needed.
-    checkpoint = None if label_file else resolve_checkpoint(spec, spec.evaluate.checkpoint, "evaluate.checkpoint")
-    spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"load_mask": True})})
-    coco = load_val_coco(spec, action="evaluate")
-    if not coco.has_masks:
-        raise DataError(
-            f"{coco.ann_path} has no ground-truth mask (segmentation) on every annotation, so there is nothing to "
-            "score against; point dataset.val_ann_path to a file with masks, or use mal inference to label."
-        )
-    out_dir = Path(spec.results_dir) / "evaluate"
-    if label_file:
-        # Read and paired before status.json is touched: a label file that does not fit writes nothing.
-        scored = read_label_file(label_file, coco, Path(spec.dataset.cache_dir) if spec.dataset.cache_dir else None)
-        source = {"label_file": label_file}
-        description = f"scoring {label_file} (paired by {scored.paired_by}) on {len(coco)} boxes"
+    if spec.evaluate.label_file:
+        # A label file is scored without a model, by one process: any other rank of a launcher has nothing to do.
+        if launched_rank() != 0:
+            return 0
+        launch = None
     else:
-        assert checkpoint is not None  # resolved above whenever there is no label file
-        labeler = torch_labeler(checkpoint, spec.evaluate)
-        source = {"checkpoint": str(checkpoint)}
-        description = f"evaluating {checkpoint} on {len(coco)} boxes"
+        launch = plan_launch(spec.evaluate, "evaluate")
+        if isinstance(launch, Spawn):
+            return spawn_local(spec, "evaluate", launch)
+    with joined(launch) as world, contextlib.ExitStack() as held:
+        with world.together():  # a failure on any rank is reported once, by rank 0
+            # Two evaluations on one results_dir would interleave their status.json events and race on metrics.json.
+            held.enter_context(hold_run_lock(Path(spec.results_dir) / "evaluate", "evaluate"))
+        return _evaluate(spec, world)
+
+
+def _evaluate(spec: ExperimentSpec, world: World) -> int:
+    label_file = spec.evaluate.label_file
+    with world.together():
+        spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"load_mask": True})})
+        coco = load_val_coco(spec, action="evaluate")
+        if not coco.has_masks:
+            raise DataError(
+                f"{coco.ann_path} has no ground-truth mask (segmentation) on every annotation, so there is nothing "
+                "to score against; point dataset.val_ann_path to a file with masks, or use mal inference to label."
+            )
+        out_dir = Path(spec.results_dir) / "evaluate"
+        if label_file:
+            # Read and paired before status.json is touched: a label file that does not fit writes nothing.
+            scored = read_label_file(label_file, coco,
+                                     Path(spec.dataset.cache_dir) if spec.dataset.cache_dir else None)
+            source = {"label_file": label_file}
+            description = f"scoring {label_file} (paired by {scored.paired_by}) on {len(coco)} boxes"
+        else:
+            # A label file is scored without a model: only here is a checkpoint (or an export) looked for.
+            labeler = build_labeler(spec, spec.evaluate, "evaluate")
+            source = {"checkpoint": str(labeler.checkpoint), "precision": labeler.precision}
+            description = f"evaluating {labeler.checkpoint} ({labeler.precision}) on {len(coco)} boxes"
     status = StatusFile(out_dir / "status.json")
-    status.write("STARTED", message=description)
+    if world.is_first:
+        status.write("STARTED", message=description)
     started = time.perf_counter()
     try:
         if label_file:
-            labels = scored.labels
+            labels: list[BoxLabel] | None = scored.labels
         else:
-            labels = label_dataset(labeler, coco, spec, spec.evaluate.batch_size, "evaluate")
+            labels = label_boxes(world, labeler, coco, spec, spec.evaluate, "evaluate", "evaluate")
+        if labels is None:  # another rank's labels: rank 0 merges and scores them
+            return 0
         metrics = score_labels(coco, labels)
         likeness = measure_box_likeness([label.segmentation for label in labels],
                                         coco.boxes_xyxy[[coco.row_of_ann[label.ann_id] for label in labels]])
@@ -117,10 +133,12 @@ def _evaluate(spec: ExperimentSpec) -> int:
         metrics.update(source)
         metrics["seconds"] = round(time.perf_counter() - started, 3)
         atomic_write_json(out_dir / "metrics.json", metrics)
-    except Exception as exc:
+    except (Exception, RankStopped) as exc:
         # A STARTED with no end would read as a job still running; say why it stopped.
-        status.write("FAILURE", message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        if world.is_first:
+            status.write("FAILURE", message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
+    remove_shards(spec.results_dir, "evaluate")
     kpi = {key: value for key, value in metrics.items() if isinstance(value, float)}
     status.write("SUCCESS", kpi=kpi, message="evaluation finished", metrics_path=str(out_dir / "metrics.json"))
     print(format_metrics_table(metrics, title=f"mal evaluate: {coco.ann_path.name} ({len(coco)} boxes)"))

@@ -15,6 +15,7 @@ import torch
 from mal.data.coco_boxes import CocoBoxes
 from mal.masks import RLE, paste_masks, rle_area, segmentation_to_rle, thresholds_for
 from mal.model.refine import CrfRefiner
+from mal.quality_estimate import batch_box_overlap, estimate_quality
 
 MaskPredictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -29,22 +30,31 @@ class BoxLabel:
     segmentation: RLE
     area: int
     score: float
+    quality: float | None = None
+    """Estimated IoU with the true mask in [0, 1] (mal.quality_estimate); None for masks `mal` did not make (a
+    label file of another tool)."""
 
 
 def label_batch(predict: MaskPredictor, batch: dict[str, torch.Tensor], mask_thres: Sequence[float],
                 device: torch.device | str = "cpu", refine: CrfRefiner | None = None) -> list[BoxLabel]:
     """Predict (and optionally CRF-refine) and paste the masks of one label-loader batch (boxes of one or more
     images)."""
-    with torch.inference_mode():
-        crops = batch["image"].to(device, non_blocking=True)
-        probs = torch.sigmoid(predict(crops).float())
-        if refine is not None:
-            probs = refine(probs, crops, batch["box_mask"].to(device, non_blocking=True))
-        probs = probs.squeeze(1).cpu()
     boxes = batch["box"].numpy().astype(np.float64)
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     thresholds = thresholds_for(areas, list(mask_thres) if len(mask_thres) > 1 else mask_thres[0])
     image_ids = batch["image_id"].numpy()
+    # The label loader gives each box's overlap with every box of its image; a batch built otherwise has only its own.
+    overlap = batch.get("box_overlap")
+    overlap = batch_box_overlap(boxes, image_ids) if overlap is None else overlap.cpu().numpy()
+    with torch.inference_mode():
+        crops = batch["image"].to(device, non_blocking=True)
+        box_masks = batch["box_mask"].to(device, non_blocking=True)
+        probs = torch.sigmoid(predict(crops).float())
+        if refine is not None:
+            probs = refine(probs, crops, box_masks)
+        probs = probs.squeeze(1)
+        quality = estimate_quality(crops, box_masks, probs, batch["crop_box"], batch["box"], thresholds, overlap)
+        probs = probs.cpu()
     labels: list[BoxLabel | None] = [None] * len(image_ids)
     for image_id in np.unique(image_ids):
         rows = np.flatnonzero(image_ids == image_id)
@@ -55,7 +65,7 @@ def label_batch(predict: MaskPredictor, batch: dict[str, torch.Tensor], mask_thr
             labels[row] = BoxLabel(
                 ann_id=int(batch["ann_id"][row]), image_id=int(image_id),
                 category_id=int(batch["category_id"][row]), segmentation=result["segmentation"],
-                area=int(result["area"]), score=float(result["score"]),
+                area=int(result["area"]), score=float(result["score"]), quality=float(quality[row]),
             )
     return [label for label in labels if label is not None]
 

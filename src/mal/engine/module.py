@@ -42,6 +42,7 @@ def build_student(config: dict[str, Any]) -> torch.nn.Module:
         mask_scale_ratio=model["mask_scale_ratio"],
         drop_path_rate=model["vit_dpr"],
         frozen_stages=frozen,
+        grad_checkpointing=bool(model.get("grad_checkpointing", False)),  # absent from older checkpoints
     )
 
 
@@ -104,10 +105,24 @@ class MALModule(L.LightningModule):
         self._val: dict[str, list[np.ndarray]] = {}
 
     # ----------------------------------------------------------------------------------------- training
+    def on_fit_start(self) -> None:
+        train = self.config["train"]
+        if train.get("channels_last"):
+            self.mean_teacher.to(memory_format=torch.channels_last)
+        if train.get("compile"):
+            # In place (nn.Module.compile): parameter names, and so checkpoints, stay those of the plain modules.
+            self.mean_teacher.student.compile()
+            self.mean_teacher.teacher.compile()
+
+    def _layout(self, crops: torch.Tensor) -> torch.Tensor:
+        if self.config["train"].get("channels_last"):
+            return crops.contiguous(memory_format=torch.channels_last)
+        return crops
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        student_logits = self.mean_teacher.student(batch["image_aug"])
+        student_logits = self.mean_teacher.student(self._layout(batch["image_aug"]))
         with torch.no_grad():
-            teacher_logits = self.mean_teacher.teacher(batch["image"])
+            teacher_logits = self.mean_teacher.teacher(self._layout(batch["image"]))
         out = mal_losses(student_logits, teacher_logits, batch["image"], batch["box_mask"], self.global_step,
                          self.loss_cfg)
         for name in ("loss", "loss_mil", "loss_crf"):

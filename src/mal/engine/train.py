@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from mal.dotted import get_dotted
 from mal.engine.datamodule import MALDataModule, load_train_coco, load_val_coco
 from mal.engine.module import MALModule
 from mal.engine.run_lock import hold_run_lock
+from mal.engine.sigterm import sigterm_raises
 from mal.engine.status import StatusFile
 from mal.engine.trainer import StatusCallback, build_trainer, resolve_devices
 from mal.errors import CheckpointError, DataError, SpecError
@@ -43,26 +43,13 @@ class TrainingStopped(KeyboardInterrupt):
         self.exit_code = 128 + signum
 
 
-@contextmanager
-def _sigterm_stops_training() -> Iterator[None]:
+def _sigterm_stops_training() -> AbstractContextManager[None]:
     """SIGTERM (kill, timeout, a scheduler) stops training the way Ctrl-C does: at once, with the same message.
 
     Lightning's own SIGTERM handler only sets a flag, then raises a SystemExit with no code (exit 0) at the next
     batch; inside Trainer.fit it calls this handler too.
     """
-
-    def stop(signum: int, frame: object) -> None:
-        raise TrainingStopped(signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, stop)
-    except ValueError:  # not the main thread (train.run called from a thread): leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return sigterm_raises(TrainingStopped)
 
 
 def check_model_spec(spec: ExperimentSpec) -> None:

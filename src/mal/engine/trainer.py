@@ -178,6 +178,22 @@ class TensorBoardFiles(TensorBoardLogger):
             # A run that already failed: the first error is the one to report, not the log's flush after it.
 
 
+_LIGHTNING_PRECISION = {"fp32": "32-true", "bf16-mixed": "bf16-mixed", "fp16-mixed": "16-mixed"}
+
+
+def training_precision(requested: str, use_amp: bool, *, on_gpu: bool) -> str:
+    """Lightning's precision name for train.precision (auto follows train.use_amp on a GPU, fp32 on the CPU)."""
+    if requested == "auto":
+        if not on_gpu or not use_amp:
+            return "32-true"
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if requested == "fp16-mixed" and not on_gpu:
+        raise SpecError("train.precision = fp16-mixed needs a GPU; on the CPU use bf16-mixed or fp32.")
+    if requested == "bf16-mixed" and on_gpu and not torch.cuda.is_bf16_supported():
+        raise SpecError("train.precision = bf16-mixed: this GPU has no bf16; use fp16-mixed or fp32.")
+    return _LIGHTNING_PRECISION[requested]
+
+
 def resolve_devices(spec: ExperimentSpec) -> dict[str, Any]:
     """accelerator/devices/num_nodes/precision/strategy for the Trainer, from train.* and the machine."""
     train = spec.train
@@ -192,10 +208,15 @@ def resolve_devices(spec: ExperimentSpec) -> dict[str, Any]:
             if devices[0] >= torch.cuda.device_count():
                 raise SpecError(f"train.gpu_ids = {train.gpu_ids}: this machine has {torch.cuda.device_count()} "
                                 "GPU(s); pick ids below that.")
-        precision = ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if train.use_amp else "32-true"
+        precision = training_precision(train.precision, train.use_amp, on_gpu=True)
+        # TF32 tensor cores for the fp32 matrix products that remain (those autocast leaves, and all of them in
+        # fp32 training): ~10 bits of mantissa, which the losses' fp32 reductions do not see.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     else:
         # No GPU: num_gpus > 1 runs that many CPU processes with DDP over gloo (how the cluster path is tested).
-        accelerator, devices, precision = "cpu", train.num_gpus, "32-true"
+        accelerator, devices = "cpu", train.num_gpus
+        precision = training_precision(train.precision, train.use_amp, on_gpu=False)
     num_nodes = train.num_nodes
     launched = launcher_layout()
     if launched is not None:

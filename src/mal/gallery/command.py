@@ -1,4 +1,4 @@
-"""`mal gallery`: read a label file (and the ground truth, for IoUs), check both, and write the review page."""
+"""`mal gallery`: read a label file (and the ground truth, for IoUs and outlines), check both, write the review page."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from mal.errors import DataError
 from mal.gallery.label_files import check_entries, check_masks_fit, read_coco_file
 from mal.gallery.write import write_gallery
 from mal.masks import segmentation_to_rle
-from mal.metrics import instance_ious
 
 
 def gallery_main(
@@ -20,27 +19,29 @@ def gallery_main(
     *,
     gt_path: str | Path | None = None,
     max_images: int | None = None,
-    thumb_size: int = 512,
+    workers: int | None = None,
 ) -> Path:
     """`mal gallery`: read a label dump (and optionally the ground truth for IoUs) and write the page."""
     labels = read_coco_file(labels_path, "label file")
     check_entries(labels, labels_path, "label file")
     folder = Path(images_dir)
     files = {image["id"]: folder / image["file_name"] for image in labels["images"]}
-    ious = None
+    truth = None
     if gt_path is not None:
         ground_truth = read_coco_file(gt_path, "ground-truth file")
         check_entries(ground_truth, gt_path, "ground-truth file")
-        ious = _ious_against(labels, labels_path, ground_truth, gt_path)
+        truth = _truth_by_id(labels, labels_path, ground_truth, gt_path)
     return write_gallery(
-        labels, files, out_dir, ious=ious, max_images=max_images, thumb_size=thumb_size, source=labels_path
+        labels, files, out_dir, ground_truth=truth, max_images=max_images, source=labels_path, masks_checked=True,
+        workers=workers,
     )
 
 
-def _ious_against(
+def _truth_by_id(
     labels: Mapping[str, Any], labels_path: str | Path, ground_truth: Mapping[str, Any], gt_path: str | Path
-) -> dict[Any, float]:
-    """IoU of each labelled instance with the ground-truth annotation of the same id (its source box)."""
+) -> dict[Any, Any]:
+    """The ground-truth mask (compressed RLE) of each labelled instance, by annotation id: the ground-truth
+    annotation of the same id is its source box. The gallery draws it and measures the IoU with it."""
     sizes = {image["id"]: (image.get("height"), image.get("width")) for image in labels["images"]}
     truth = {a["id"]: a for a in ground_truth.get("annotations", []) if a.get("segmentation") and "id" in a}
     pairs = [
@@ -54,12 +55,12 @@ def _ious_against(
                 f"label file {labels_path} (image {label['image_id']}): no width/height, which comparing masks "
                 "with --gt needs; add the image's pixel size."
             )
-    # The ground truth was checked against its own image sizes; here it must fit the labelled image.
+    # The ground truth was checked against its own image sizes; here it must fit the labelled image (checked
+    # again only where the two files give that image different sizes).
+    truth_sizes = {image["id"]: (image.get("height"), image.get("width")) for image in ground_truth["images"]}
     check_masks_fit(
-        [(gt, *sizes[label["image_id"]], f"image {label['image_id']}") for _, label, gt in pairs],
+        [(gt, *sizes[label["image_id"]], f"image {label['image_id']}") for _, label, gt in pairs
+         if truth_sizes.get(gt["image_id"]) != sizes[label["image_id"]]],
         f"ground-truth file {gt_path}",
     )
-    preds = [segmentation_to_rle(p["segmentation"], sizes[p["image_id"]]) for _, p, _ in pairs]
-    gts = [segmentation_to_rle(g["segmentation"], sizes[p["image_id"]]) for _, p, g in pairs]
-    values = instance_ious(preds, gts)
-    return {ann_id: float(v) for (ann_id, _, _), v in zip(pairs, values)}
+    return {ann_id: segmentation_to_rle(gt["segmentation"], sizes[label["image_id"]]) for ann_id, label, gt in pairs}

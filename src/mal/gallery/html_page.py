@@ -1,28 +1,44 @@
-"""The review page's HTML: one file holding its CSS, its JavaScript and the instance data (as JSON).
+"""The review page's index.html: its CSS and layout. The data comes from data.js (page_data), the behaviour from
+page_script (both loaded by <script> tags, which work from disk where fetch() does not).
 
-The page needs nothing from the network. One card per instance zooms into its box on the shared image thumbnail
-and lists category, score and IoU; the cards sort by worst IoU, smallest score or image. The sort order can also be
-chosen with the URL fragment (`index.html#sort=score`), which is how the tests drive it.
+Only one page of cards is in the DOM at a time (at most 200), so the page stays fast for any number of masks.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import html
+
+from mal.gallery.crops import LABEL_HEX, TRUTH_HEX
+from mal.gallery.page_data import DATA_FILE
+from mal.gallery.page_script import PAGE_SCRIPT
+
+PAGE_SIZES = (50, 100, 200)
+DEFAULT_PAGE_SIZE = 100
 
 
-def render_page(entries: list[dict[str, Any]], num_images: int) -> str:
-    """The page's HTML with the entries (one per instance, as `write_gallery` builds them) embedded."""
-    # "<" escaped so no label text can close the script element; the result is still valid JSON.
-    data = json.dumps({"entries": entries, "num_images": num_images}).replace("<", "\\u003c")
-    return _PAGE_TEMPLATE.replace("__DATA__", data)
+def render_page(num_cards: int, num_images: int) -> str:
+    """index.html for a gallery of num_cards masks on num_images images."""
+    title = html.escape(f"MAL review: {num_cards:,} masks on {num_images:,} images")
+    page_sizes = "".join(
+        f'<option value="{size}"{" selected" if size == DEFAULT_PAGE_SIZE else ""}>{size}</option>'
+        for size in PAGE_SIZES
+    )
+    return (
+        _TEMPLATE.replace("__TITLE__", title)
+        .replace("__PAGE_SIZES__", page_sizes)
+        .replace("__DATA_FILE__", DATA_FILE)
+        .replace("__LABEL__", LABEL_HEX)
+        .replace("__TRUTH__", TRUTH_HEX)
+        .replace("__SCRIPT__", PAGE_SCRIPT)
+    )
 
 
-_PAGE_TEMPLATE = """<!DOCTYPE html>
+_TEMPLATE = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>MAL masks for review</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>__TITLE__</title>
 <script>
   // Any script error lands in the page, so a reviewer (and the tests) can see it.
   function reportError(text) {
@@ -37,132 +53,98 @@ _PAGE_TEMPLATE = """<!DOCTYPE html>
   window.addEventListener("unhandledrejection", function (event) { reportError(String(event.reason)); });
 </script>
 <style>
-  body { font-family: system-ui, sans-serif; margin: 16px; background: #f4f4f4; color: #222; }
-  header { display: flex; gap: 16px; align-items: center; flex-wrap: wrap; margin-bottom: 12px; }
-  #errors .error { color: #b00020; font-weight: bold; }
-  #cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr)); gap: 12px; }
-  .instance-card { background: #fff; border-radius: 6px; padding: 8px; box-shadow: 0 1px 3px rgba(0,0,0,.2); }
-  .view { position: relative; width: 200px; height: 200px; overflow: hidden; background-color: #000;
-          background-repeat: no-repeat; image-rendering: pixelated; margin: 0 auto; }
-  .view .box { position: absolute; border: 1px dashed #fff; box-sizing: border-box; }
-  .meta { font-size: 13px; line-height: 1.45; margin-top: 6px; word-break: break-all; }
-  .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 4px; }
+  :root { --label: __LABEL__; --truth: __TRUTH__; --accept: #1a7f37; --reject: #cf222e; --focus: #0969da; }
+  body { font-family: system-ui, sans-serif; margin: 0; background: #f4f4f4; color: #222; }
+  header { position: sticky; top: 0; z-index: 1; background: #fff; padding: 8px 16px;
+           box-shadow: 0 1px 4px rgba(0,0,0,.15); }
+  header .row { display: flex; gap: 4px 12px; align-items: center; flex-wrap: wrap; margin: 4px 0; font-size: 13px; }
+  h1 { font-size: 18px; margin: 0; }
+  input[type=number] { width: 3.8em; }
+  fieldset { border: 0; padding: 0; margin: 0; display: inline-flex; gap: 6px; }
+  button { font: inherit; cursor: pointer; }
+  #keys { display: block; color: #555; font-size: 13px; line-height: 1.8; }
+  kbd { border: 1px solid #bbb; border-bottom-width: 2px; border-radius: 3px; padding: 0 4px; background: #fafafa;
+        font-size: 12px; }
+  .legend-label { color: var(--label); font-weight: bold; }
+  .legend-truth { color: #0a9396; font-weight: bold; }
+  #errors .error { color: #b00020; font-weight: bold; padding: 4px 16px; }
+  #notice { color: #8a5a00; padding: 0 16px; }
+  #cards { display: grid; grid-template-columns: repeat(auto-fill, 180px); gap: 10px; padding: 12px 16px;
+           justify-content: start; }
+  .card { background: #fff; border-radius: 6px; padding: 6px; box-shadow: 0 1px 3px rgba(0,0,0,.2);
+          border: 3px solid transparent; cursor: pointer; scroll-margin: calc(var(--header, 0px) + 10px) 0 10px; }
+  .picture { width: 160px; height: 160px; margin: 0 auto; background-color: #333; background-repeat: no-repeat; }
+  .card.focused { border-color: var(--focus); box-shadow: 0 0 0 3px rgba(9,105,218,.35); }
+  .card.accepted { background: #dafbe1; }
+  .card.rejected { background: #ffebe9; }
+  .card.accepted .status::before { content: "\\2713 accepted"; color: var(--accept); }
+  .card.rejected .status::before { content: "\\2717 rejected"; color: var(--reject); }
+  .card { position: relative; }
+  .card.accepted .status, .card.rejected .status {
+    position: absolute; top: 12px; right: 12px; background: rgba(255,255,255,.92); padding: 0 5px;
+    border-radius: 3px; font-weight: bold; font-size: 12px; }
+  .meta { font-size: 12px; line-height: 1.4; margin-top: 4px; width: 160px; margin-left: auto; margin-right: auto; }
+  .meta div { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+  .meta .title { font-weight: bold; font-size: 13px; }
   .low { color: #b00020; font-weight: bold; }
+  .empty { padding: 24px 16px; color: #555; }
+  [hidden] { display: none !important; }
 </style>
 </head>
 <body>
 <header>
-  <h1 style="font-size: 20px; margin: 0">MAL masks for review</h1>
-  <label>Sort by
-    <select id="sort">
-      <option value="iou">worst IoU first</option>
-      <option value="score">smallest score first</option>
+  <div class="row">
+    <h1>MAL review</h1>
+    <span id="summary"></span>
+    <span id="legend"><span class="legend-label">orange</span>: the label's mask<span id="legend-truth">,
+      <span class="legend-truth">cyan</span>: the ground truth's outline</span></span>
+  </div>
+  <div class="row">
+    <label>Sort by <select id="sort">
+      <option value="quality">quality</option>
+      <option value="score">score</option>
+      <option value="iou">IoU</option>
+      <option value="size">size</option>
+      <option value="class">class</option>
       <option value="image">image</option>
-    </select>
-  </label>
-  <span id="summary"></span>
+    </select></label>
+    <button id="direction" type="button" title="reverse the order">ascending</button>
+    <label>Class <select id="class"><option value="">all</option></select></label>
+    <label>Score <input id="score-min" type="number" min="0" max="1" step="0.05" placeholder="min">
+      to <input id="score-max" type="number" min="0" max="1" step="0.05" placeholder="max"></label>
+    <label id="iou-filter">IoU <input id="iou-min" type="number" min="0" max="1" step="0.05" placeholder="min">
+      to <input id="iou-max" type="number" min="0" max="1" step="0.05" placeholder="max"></label>
+    <fieldset id="sizes"><legend hidden>Size</legend>Size
+      <label><input type="checkbox" value="small" checked> small</label>
+      <label><input type="checkbox" value="medium" checked> medium</label>
+      <label><input type="checkbox" value="large" checked> large</label>
+    </fieldset>
+    <label>Decision <select id="status">
+      <option value="all">all</option><option value="undecided">undecided</option>
+      <option value="accepted">accepted</option><option value="rejected">rejected</option>
+    </select></label>
+  </div>
+  <div class="row">
+    <button id="prev-page" type="button">&lsaquo; previous page</button>
+    <span id="page-label"></span>
+    <button id="next-page" type="button">next page &rsaquo;</button>
+    <label>Per page <select id="per-page">__PAGE_SIZES__</select></label>
+    <span id="counts"></span>
+    <button id="export-accepted" type="button">Download accepted (COCO)</button>
+    <button id="export-rejected" type="button">Download rejected ids</button>
+  </div>
+  <div id="keys" class="row">Keys: <kbd>j</kbd>/<kbd>&rarr;</kbd> next, <kbd>k</kbd>/<kbd>&larr;</kbd> previous,
+    <kbd>&darr;</kbd>/<kbd>&uarr;</kbd> row, <kbd>a</kbd> accept, <kbd>r</kbd> reject, <kbd>x</kbd> undecided,
+    <kbd>u</kbd>/<kbd>z</kbd> undo,
+    <kbd>Shift</kbd>+<kbd>A</kbd> accept the rest of the page, <kbd>n</kbd>/<kbd>PgDn</kbd> next page,
+    <kbd>p</kbd>/<kbd>PgUp</kbd> previous page</div>
 </header>
 <div id="errors"></div>
-<div id="cards"></div>
-<script type="application/json" id="gallery-data">__DATA__</script>
+<div id="notice"></div>
+<main id="cards" role="list" aria-label="masks"></main>
+<script src="__DATA_FILE__"></script>
 <script>
-(function () {
-  var data = JSON.parse(document.getElementById("gallery-data").textContent);
-  var entries = data.entries;
-  var VIEW = 200;
-  (window.__pendingErrors || []).forEach(reportError);
-
-  // Missing values sort last, whatever the key.
-  function ascending(key) {
-    return function (a, b) {
-      var x = a[key], y = b[key];
-      if (x === null || x === undefined) { return (y === null || y === undefined) ? 0 : 1; }
-      if (y === null || y === undefined) { return -1; }
-      return x - y;
-    };
-  }
-  var ORDERS = {
-    iou: function (a, b) { return ascending("iou")(a, b) || ascending("score")(a, b); },
-    score: function (a, b) { return ascending("score")(a, b) || ascending("iou")(a, b); },
-    image: function (a, b) { return a.image_order - b.image_order; }
-  };
-
-  function fmt(value) { return (value === null || value === undefined) ? "n/a" : value.toFixed(3); }
-
-  function view(entry) {
-    // Zoom into the box and its surroundings (1.5x, at least 24 thumbnail pixels) on the shared thumbnail.
-    var b = entry.box;
-    var side = Math.max(b[2], b[3], 16) * 1.5;
-    var cx = b[0] + b[2] / 2, cy = b[1] + b[3] / 2;
-    var zoom = VIEW / side;
-    var left = cx - side / 2, top = cy - side / 2;
-    var element = document.createElement("a");
-    element.className = "view";
-    element.href = entry.thumb;
-    element.target = "_blank";
-    element.style.backgroundImage = "url('" + entry.thumb + "')";
-    element.style.backgroundSize = (entry.thumb_w * zoom) + "px " + (entry.thumb_h * zoom) + "px";
-    element.style.backgroundPosition = (-left * zoom) + "px " + (-top * zoom) + "px";
-    element.style.display = "block";
-    var outline = document.createElement("div");
-    outline.className = "box";
-    outline.style.left = ((b[0] - left) * zoom) + "px";
-    outline.style.top = ((b[1] - top) * zoom) + "px";
-    outline.style.width = (b[2] * zoom) + "px";
-    outline.style.height = (b[3] * zoom) + "px";
-    element.appendChild(outline);
-    return element;
-  }
-
-  function line(parent, label, value, low) {
-    var row = document.createElement("div");
-    row.textContent = label + ": " + value;
-    if (low) { row.className = "low"; }
-    parent.appendChild(row);
-  }
-
-  function card(entry) {
-    var element = document.createElement("div");
-    element.className = "instance-card";
-    element.dataset.annId = String(entry.ann_id);
-    element.dataset.imageId = String(entry.image_id);
-    element.appendChild(view(entry));
-    var meta = document.createElement("div");
-    meta.className = "meta";
-    var title = document.createElement("div");
-    var swatch = document.createElement("span");
-    swatch.className = "swatch";
-    swatch.style.background = entry.colour;
-    title.appendChild(swatch);
-    title.appendChild(document.createTextNode(entry.category + (entry.has_mask ? "" : " (no mask)")));
-    meta.appendChild(title);
-    line(meta, "score", fmt(entry.score), entry.score !== null && entry.score < 0.5);
-    if (entry.iou !== null && entry.iou !== undefined) { line(meta, "IoU", fmt(entry.iou), entry.iou < 0.5); }
-    line(meta, "image", entry.file);
-    line(meta, "annotation", String(entry.ann_id));
-    element.appendChild(meta);
-    return element;
-  }
-
-  function render(order) {
-    var sorted = entries.slice().sort(ORDERS[order]);
-    var cards = document.getElementById("cards");
-    cards.replaceChildren.apply(cards, sorted.map(card));
-    document.getElementById("sort").value = order;
-    document.getElementById("summary").textContent =
-      entries.length + " instances in " + data.num_images + " images";
-  }
-
-  var select = document.getElementById("sort");
-  var hasIou = entries.some(function (e) { return e.iou !== null && e.iou !== undefined; });
-  var requested = (location.hash.match(/sort=(\\w+)/) || [])[1];
-  var initial = ORDERS[requested] ? requested : (hasIou ? "iou" : "score");
-  select.addEventListener("change", function () {
-    history.replaceState(null, "", "#sort=" + select.value);
-    render(select.value);
-  });
-  render(initial);
-})();
+__SCRIPT__
 </script>
 </body>
 </html>

@@ -59,7 +59,7 @@ def _is_finite(value: Any) -> bool:
 
 def check_entries(content: dict[str, Any], path: str | Path, what: str) -> None:
     """Refuse (DataError naming the file and the entry) what the page cannot show: an image without an integer
-    id or a file_name, an annotation without image_id, a non-numeric bbox or score, or a mask that does not fit
+    id or a file_name, an annotation without image_id, a non-numeric bbox, score or quality, or a mask that does not fit
     the image size the file declares."""
     sizes: dict[int, tuple[int, int]] = {}
     for position, image in enumerate(content["images"]):
@@ -109,9 +109,10 @@ def check_entries(content: dict[str, Any], path: str | Path, what: str) -> None:
         bbox = ann.get("bbox")
         if bbox is not None and not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_finite, bbox))):
             raise DataError(f"{what} {path} ({name}): bbox {bbox!r:.80} is not 4 finite numbers; fix the box.")
-        score = ann.get("score")
-        if score is not None and not _is_finite(score):
-            raise DataError(f"{what} {path} ({name}): score {score!r:.40} is not a finite number; fix it.")
+        for key in ("score", "quality"):
+            value = ann.get(key)
+            if value is not None and not _is_finite(value):
+                raise DataError(f"{what} {path} ({name}): {key} {value!r:.40} is not a finite number; fix it.")
         if ann["image_id"] in sizes:
             to_check.append((ann, *sizes[ann["image_id"]], f"image {ann['image_id']}"))
     check_masks_fit(to_check, f"{what} {path}")

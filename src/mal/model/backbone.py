@@ -44,7 +44,8 @@ class ViTBackbone(nn.Module):
     [0, 1] crops and checkpoints carry only learned weights.
     """
 
-    def __init__(self, arch: ViTArch, crop_size: int, drop_path_rate: float = 0.0, frozen_stages: int = -1) -> None:
+    def __init__(self, arch: ViTArch, crop_size: int, drop_path_rate: float = 0.0, frozen_stages: int = -1,
+                 grad_checkpointing: bool = False) -> None:
         super().__init__()
         if crop_size <= 0 or crop_size % arch.patch_size != 0:
             raise ValueError(
@@ -62,6 +63,7 @@ class ViTBackbone(nn.Module):
         self.grid_size = crop_size // arch.patch_size
         self.out_channels = arch.embed_dim
         self.frozen_stages = frozen_stages
+        self.grad_checkpointing = grad_checkpointing
         self.vit = VisionTransformer(
             img_size=crop_size,
             patch_size=arch.patch_size,
@@ -75,6 +77,7 @@ class ViTBackbone(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1), persistent=False)
         self._freeze()
+        self.vit.set_grad_checkpointing(grad_checkpointing)  # a new module is in training mode
 
     def _frozen_modules(self) -> list[nn.Module]:
         if self.frozen_stages < 0:
@@ -93,6 +96,8 @@ class ViTBackbone(nn.Module):
 
     def train(self, mode: bool = True) -> ViTBackbone:
         super().train(mode)
+        # Recomputing activations only pays while training; labeling and the ONNX trace run the plain blocks.
+        self.vit.set_grad_checkpointing(self.grad_checkpointing and mode)
         # Frozen stages behave as at inference (no drop-path, no dropout) even while the rest trains.
         for module in self._frozen_modules():
             module.eval()
@@ -105,8 +110,10 @@ class ViTBackbone(nn.Module):
         return tokens.transpose(1, 2).reshape(batch, channels, self.grid_size, self.grid_size)
 
 
-def build_backbone(arch: str, crop_size: int, drop_path_rate: float = 0.0, frozen_stages: int = -1) -> ViTBackbone:
+def build_backbone(arch: str, crop_size: int, drop_path_rate: float = 0.0, frozen_stages: int = -1,
+                   grad_checkpointing: bool = False) -> ViTBackbone:
     """Build the named ViT with position embeddings sized for `crop_size` crops (random init, no download)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown backbone arch {arch!r}; valid names are: {', '.join(ARCHS)}")
-    return ViTBackbone(ARCHS[arch], crop_size, drop_path_rate=drop_path_rate, frozen_stages=frozen_stages)
+    return ViTBackbone(ARCHS[arch], crop_size, drop_path_rate=drop_path_rate, frozen_stages=frozen_stages,
+                       grad_checkpointing=grad_checkpointing)

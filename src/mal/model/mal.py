@@ -60,9 +60,11 @@ def build_masknet(
     mask_scale_ratio: float = 2.0,
     drop_path_rate: float = 0.0,
     frozen_stages: int = -1,
+    grad_checkpointing: bool = False,
 ) -> MaskNet:
     """Build a randomly initialised MaskNet for `arch` (a name in `mal.model.ARCHS`) and `crop_size` crops."""
-    backbone = build_backbone(arch, crop_size, drop_path_rate=drop_path_rate, frozen_stages=frozen_stages)
+    backbone = build_backbone(arch, crop_size, drop_path_rate=drop_path_rate, frozen_stages=frozen_stages,
+                              grad_checkpointing=grad_checkpointing)
     instance_head = InstanceHead(backbone.out_channels, out_channels=mask_head_out_channel)
     mask_head = MaskHead(
         backbone.out_channels,

@@ -119,6 +119,10 @@ class ModelConfig(Section):
     """TAO compatibility: kept for spec files that set it; the crop is always resized to crop_size."""
     vit_dpr: float = Field(0.2, ge=0.0, lt=1.0, json_schema_extra=automl(0.0, 0.5))
     """Stochastic depth (drop-path) rate of the ViT."""
+    grad_checkpointing: bool = False
+    """Recompute the ViT blocks' activations in the backward pass instead of keeping them (activation
+    checkpointing): much less training memory at large crops for about a third more compute. Training only;
+    labeling and export are unchanged."""
 
     @model_validator(mode="after")
     def _frozen_within_depth(self) -> ModelConfig:
@@ -153,7 +157,8 @@ class TrainConfig(Section):
     mal pretrain) or a timm model name found in the local Hugging Face cache (vit_small_patch16_224.augreg_in21k);
     the file must fit model.arch (docs/WEIGHTS.md). Without it the backbone starts from random weights."""
     num_gpus: int = Field(1, ge=1, le=1024)
-    """GPUs per node (ignored on a machine without GPUs: training runs on the CPU)."""
+    """GPUs per node. On a machine without GPUs, more than 1 trains that many CPU processes with DDP over gloo
+    (how the multi-process path is tested; on one machine it is rarely faster than 1)."""
     gpu_ids: list[Annotated[int, Field(ge=0, le=1023)]] = Field(default_factory=lambda: [0], min_length=1)
     """Which GPUs to use on this node; its length wins over num_gpus when longer than one."""
     num_nodes: int = Field(1, ge=1, le=1024)
@@ -163,7 +168,18 @@ class TrainConfig(Section):
     accum_grad_batches: int = Field(1, ge=1, le=1024)
     """Accumulate gradients over this many steps before an optimizer step."""
     use_amp: bool = True
-    """Mixed precision on GPU (bf16 where supported, else fp16); always off on CPU."""
+    """Mixed precision on GPU (bf16 where supported, else fp16) when train.precision is auto."""
+    precision: Literal["auto", "fp32", "bf16-mixed", "fp16-mixed"] = "auto"
+    """Training arithmetic; the weights, the optimizer and the losses stay fp32 in every mode. auto: on a GPU
+    mixed precision as train.use_amp says, fp32 on the CPU. bf16-mixed: bfloat16 autocast for the networks, on a
+    GPU or on the CPU (fast where the CPU has AVX512-BF16 or AMX, emulated and slow elsewhere). fp16-mixed: GPU
+    only. An explicit value wins over use_amp."""
+    channels_last: bool = False
+    """Feed crops and keep convolution weights in channels-last memory layout (the patch embedding and the mask
+    head are convolutions); measured effect in docs/BENCHMARKS.md."""
+    compile: bool = False
+    """Compile the student and the teacher with torch.compile (slow first steps while it compiles; on the CPU it
+    needs a C++ compiler)."""
     clip_grad_norm: float = Field(0.0, ge=0.0)
     """Clip the gradient norm to this value; 0 disables clipping."""
     optim_type: Literal["adamw"] = "adamw"
@@ -267,6 +283,15 @@ class TestTimeConfig(Section):
     """Checkpoint to use (a .pth written by mal train); default: the best one in results_dir/train."""
     batch_size: int = Field(16, ge=1, le=4096)
     """Crops per forward pass."""
+    precision: Literal["fp32", "bf16", "int8", "auto"] = "fp32"
+    """Arithmetic of the network while labeling. fp32: full precision (what validation uses). bf16: bfloat16
+    autocast, fast on GPUs and on CPUs with AVX512-BF16 or AMX, emulated and slow on other CPUs (PyTorch backend
+    only). int8: the exported model's matrix products quantised to int8 with activation scales computed per call
+    (backend onnxruntime only, on the CPU; the quantised copy is written once beside export.onnx_file, as
+    NAME.int8.onnx). auto: bf16 with PyTorch where the GPU or CPU (AVX512-BF16, AMX) has it natively, int8 with
+    ONNX Runtime where the CPU has VNNI, else fp32 (docs/BENCHMARKS.md has the measured speed and mIoU of each)."""
+    backend: Literal["torch", "onnxruntime"] = "torch"
+    """Run the network with PyTorch, or with ONNX Runtime on the model mal export wrote (export.onnx_file)."""
     use_teacher_test: bool = True
     """Predict with the EMA teacher (False: the student)."""
     use_mixed_model_test: bool = False
@@ -283,6 +308,14 @@ class TestTimeConfig(Section):
     """Window of the test-time refinement's colour affinity (odd)."""
     crf_refine_zeta: float = Field(0.1, gt=0.0, le=10.0)
     """Colour bandwidth of the test-time refinement on ImageNet-normalised pixels (like train.crf_zeta)."""
+    num_gpus: int = Field(1, ge=1, le=1024)
+    """Labeling processes per node, one per GPU: the boxes are split across them and rank 0 merges one output
+    (docs/SCALING.md). More than 1 starts that many processes on a machine with that many GPUs; ignored, with a
+    note, on a machine without GPUs. Under torchrun or srun the launcher's processes are used; leave it at 1 there
+    or set it to match."""
+    num_nodes: int = Field(1, ge=1, le=1024)
+    """Nodes labeling together (each runs the same command with NODE_RANK set, MASTER_ADDR naming the first
+    node); results_dir must be on storage every node shares."""
 
     _home_checkpoint = field_validator("checkpoint")(expand_home)
 
@@ -311,8 +344,6 @@ class InferenceConfig(TestTimeConfig):
     """Also read ground-truth masks of ann_path, to report per-instance IoU in the gallery."""
     gallery: bool = False
     """Write a review page, results_dir/inference/gallery/index.html (wherever label_dump_path puts the labels)."""
-    backend: Literal["torch", "onnxruntime"] = "torch"
-    """Run the network with PyTorch or with ONNX Runtime on an exported model (export.onnx_file)."""
 
     _home_labels = field_validator("label_dump_path")(expand_home)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from common import REPO_ROOT, count_flops, median, write_results
 
 from mal.engine.module import build_student, inference_net
@@ -102,20 +103,24 @@ def inference_rows(arch: str, crop: int, batch: int, device: torch.device, repea
     return rows
 
 
-def real_data_run(data_dir: Path, epochs: int, work_dir: Path) -> dict[str, Any]:
-    """`mal train` + `mal inference` + `mal evaluate` with the package's default (GPU) model settings."""
-    gt_path, boxes_path, image_dir = prepare_files(data_dir, work_dir, None)
+def real_data_run(data_dir: Path, epochs: int, max_images: int | None, work_dir: Path,
+                  overrides: list[str] | None = None) -> dict[str, Any]:
+    """`mal train` + `mal inference` + `mal evaluate` with the package's default (GPU) model settings, on
+    `max_images` images spread over the ids (the whole check must fit in minutes)."""
+    gt_path, boxes_path, image_dir = prepare_files(data_dir, work_dir, max_images)
     spec_path = work_dir / "spec.yaml"
-    spec_path.write_text(
-        f"results_dir: {work_dir / 'run'}\n"
-        f"dataset: {{train_ann_path: {boxes_path}, train_img_dir: {image_dir}, val_ann_path: {gt_path}, "
-        f"val_img_dir: {image_dir}, load_mask: false}}\n"
-        f"train: {{num_epochs: {epochs}, validation_interval: {epochs}}}\n"
-    )
-    timings = {action: run_mal(action, spec_path, [], work_dir / f"{action}.log")
+    spec = {
+        "results_dir": str(work_dir / "run"),
+        "dataset": {"train_ann_path": str(boxes_path), "train_img_dir": str(image_dir), "val_ann_path": str(gt_path),
+                    "val_img_dir": str(image_dir), "load_mask": False},
+        "train": {"num_epochs": epochs, "validation_interval": epochs},
+    }
+    spec_path.write_text(yaml.safe_dump(spec))
+    timings = {action: run_mal(action, spec_path, list(overrides or []), work_dir / f"{action}.log")
                for action in ("train", "inference", "evaluate")}
     metrics = json.loads((work_dir / "run" / "evaluate" / "metrics.json").read_text())
-    return {"data": data_dir.name, "epochs": epochs, **{f"{k} s": v for k, v in timings.items()},
+    images = len(json.loads(gt_path.read_text())["images"])
+    return {"data": data_dir.name, "images": images, "epochs": epochs, **{f"{k} s": v for k, v in timings.items()},
             "mIoU": metrics.get("mIoU"), "AP": metrics.get("AP")}
 
 
@@ -130,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-results", type=Path, default=REPO_ROOT / "benchmarks/results/gpu_train_speed.json")
     parser.add_argument("--data", type=Path, default=None, help="a dataset folder for the short real run")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--data-max-images", type=int, default=60, help="images of --data used (0: all)")
     parser.add_argument("--name", default="gpu_check")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -162,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     real: list[dict[str, Any]] = []
     if args.data:
         with tempfile.TemporaryDirectory(prefix="mal-gpu-check-") as scratch:
-            real.append(real_data_run(args.data.resolve(), args.epochs, Path(scratch)))
+            real.append(real_data_run(args.data.resolve(), args.epochs, args.data_max_images or None, Path(scratch)))
         print(real[0], flush=True)
 
     device_name = torch.cuda.get_device_name(0) if device.type == "cuda" else "CPU"

@@ -48,3 +48,14 @@ def test_compiled_training_on_cpu_saves_plain_parameter_names(tiny_spec, tmp_pat
     state = torch.load(results / "train" / "mal_model_epoch_001.pth", map_location="cpu", weights_only=True)
     names = list(state["state_dict"])
     assert names and not any("_orig_mod" in name for name in names)
+
+
+@pytest.mark.slow
+def test_gpu_check_real_data_run_trains_labels_and_scores(synthetic, tmp_path):
+    """Part 3 of the GPU check on the synthetic set, with the tiny model instead of the GPU defaults."""
+    tiny = ["model.arch=vit-tiny/16", "dataset.crop_size=32", "dataset.min_obj_size=64",
+            "model.mask_head_hidden_channel=16", "model.mask_head_out_channel=16", "train.batch_size=8",
+            "train.num_threads=1", "evaluate.batch_size=64", "inference.batch_size=64"]
+    row = gpu_check.real_data_run(synthetic, 1, 6, tmp_path, overrides=tiny)
+    assert row["images"] == 6 and row["epochs"] == 1
+    assert 0.0 <= row["mIoU"] <= 1.0 and row["train s"] > 0 and row["evaluate s"] > 0

@@ -175,3 +175,16 @@ def test_bf16_mixed_training_with_checkpointing_and_channels_last_on_cpu(tiny_sp
     assert weights and all(v.dtype == torch.float32 for v in weights)
     status = [json.loads(line) for line in (results / "train" / "status.json").read_text().splitlines()]
     assert status[-1]["status"] == "SUCCESS"
+
+
+def test_bf16_mixed_training_on_a_cpu_without_native_bf16_says_it_is_emulated(monkeypatch, capsys):
+    import mal.engine.trainer as trainer
+    from mal.spec import load_spec
+
+    spec = load_spec(None, ["train.precision=bf16-mixed"])
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
+    assert trainer.resolve_devices(spec)["precision"] == "bf16-mixed"
+    assert "no native bf16" in capsys.readouterr().out
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: True)
+    trainer.resolve_devices(spec)
+    assert capsys.readouterr().out == ""

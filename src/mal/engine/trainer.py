@@ -19,6 +19,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mal.engine.checkpoint_io import AtomicCheckpointIO
 from mal.engine.checkpoints import CheckpointFiles
+from mal.engine.precision import cpu_has_native_bf16
+from mal.engine.run_lock import is_primary_process
 from mal.engine.status import StatusFile
 from mal.errors import SpecError
 from mal.redaction import redact_text
@@ -209,14 +211,17 @@ def resolve_devices(spec: ExperimentSpec) -> dict[str, Any]:
                 raise SpecError(f"train.gpu_ids = {train.gpu_ids}: this machine has {torch.cuda.device_count()} "
                                 "GPU(s); pick ids below that.")
         precision = training_precision(train.precision, train.use_amp, on_gpu=True)
-        # TF32 tensor cores for the fp32 matrix products that remain (those autocast leaves, and all of them in
-        # fp32 training): ~10 bits of mantissa, which the losses' fp32 reductions do not see.
+        # TF32 tensor cores for the fp32 matrix products that remain (those autocast leaves in fp32, and all of
+        # them in fp32 training): fp32 range with a 10-bit mantissa, on Ampere and later GPUs.
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     else:
         # No GPU: num_gpus > 1 runs that many CPU processes with DDP over gloo (how the cluster path is tested).
         accelerator, devices = "cpu", train.num_gpus
         precision = training_precision(train.precision, train.use_amp, on_gpu=False)
+        if precision == "bf16-mixed" and not cpu_has_native_bf16() and is_primary_process():
+            print("mal train: train.precision = bf16-mixed: this CPU has no native bf16 (AVX512-BF16 or AMX), so it "
+                  "is emulated and likely slower than fp32")
     num_nodes = train.num_nodes
     launched = launcher_layout()
     if launched is not None:

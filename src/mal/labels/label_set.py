@@ -5,7 +5,6 @@ inside the images folder once symbolic links are followed."""
 
 from __future__ import annotations
 
-import math
 import os
 import posixpath
 import re
@@ -16,6 +15,7 @@ from typing import Any
 from mal.data.coco import load_coco
 from mal.data.coco_boxes import CocoBoxes
 from mal.errors import DataError
+from mal.gallery.label_files import check_entries
 
 # Characters XML 1.0 cannot hold at all; CVAT's and Label Studio's files are XML, and one such character in a
 # name would make the whole written file unreadable.
@@ -84,11 +84,8 @@ def _check_annotations(coco: CocoBoxes, path: Path) -> None:
                 f"{where} has no segmentation; every annotation needs a mask to hand off (mal inference writes one "
                 "on each)."
             )
-        for key in SCORE_KEYS:
-            value = annotation.get(key)
-            number = isinstance(value, int | float) and not isinstance(value, bool)
-            if value is not None and not (number and math.isfinite(value)):
-                raise DataError(f"{where}: {key} {value!r:.40} is not a finite number; fix or remove it.")
+    # The review page's checks of a label file (ids, boxes, finite score/quality, masks that fit their image).
+    check_entries(coco.raw, path, "label file")
 
 
 def _check_category_names(categories: dict[int, str], path: Path) -> None:

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from mal.automl.algorithms import ASHA, BOHB, DEHB, Hyperband, hyperband_brackets, make_algorithm
+from mal.automl.algorithms import ASHA, BOHB, DEHB, MOBSTER, Hyperband, hyperband_brackets, make_algorithm
+from mal.automl.algorithms.mobster import ladder_step
 from mal.automl.space import SearchSpace
 
 SPACE = SearchSpace.from_schema(
@@ -243,4 +244,77 @@ def test_dehb_higher_rungs_take_parents_from_the_lower_budget():
 
 def test_make_algorithm_by_name():
     assert isinstance(make_algorithm("asha", SPACE, {}), ASHA)
+    assert isinstance(make_algorithm("mobster", SPACE, {}), MOBSTER)
     assert isinstance(make_algorithm(None, SPACE, {"algorithm": "bohb"}), BOHB)
+
+
+def distance_to_optimum(params: dict) -> float:
+    return abs(math.log10(params["lr"]) + 3) + abs(params["dropout"] - 0.3)
+
+
+def _mobster(seed=0, **settings):
+    return MOBSTER(
+        SPACE,
+        {
+            "automl_max_epochs": 9,
+            "automl_reduction_factor": 3,
+            "automl_max_trials": 40,
+            "automl_max_concurrent": 1,
+            **settings,
+        },
+        seed=seed,
+    )
+
+
+def test_mobster_schedules_like_asha_and_models_every_configuration_after_the_start():
+    algo = _mobster()
+    assert algo.budgets == [1, 3, 9]
+    recs = run_to_end(algo)
+    new = [r for r in recs if r.resume_from is None]
+    assert len(new) == 40 and all(r.budget == 1 for r in new)
+    sources = [r.info["source"] for r in new]
+    modelled = sources.index("gp_ei")  # random until n_startup trainings (promotions included) have finished
+    assert 0 < modelled <= algo.n_startup() and set(sources[:modelled]) == {"random"}
+    assert all(r.info["source"] == "gp_ei" and r.info["expected_improvement"] >= 0 for r in new[modelled:])
+    for rec in recs:
+        assert SPACE.validate(rec.params) == rec.params
+    promoted = [r for r in recs if r.resume_from is not None]
+    assert promoted and all(algo.trials[r.resume_from].rec.params == r.params for r in promoted)
+    assert {r.budget for r in promoted} == {3, 9}
+
+
+def test_mobster_proposes_near_the_optimum_where_asha_samples_at_random():
+    """The GP pools every budget's results: its proposals land much closer to the best region than ASHA's."""
+    gp_distances, random_distances = [], []
+    for seed in range(3):
+        mobster, asha = _mobster(seed), _asha(automl_max_trials=40)
+        asha.seed = seed
+        mobster_recs, asha_recs = run_to_end(mobster), run_to_end(asha)
+        gp_distances += [distance_to_optimum(r.params) for r in mobster_recs if r.info.get("source") == "gp_ei"]
+        random_distances += [distance_to_optimum(r.params) for r in asha_recs if r.resume_from is None]
+    mean_gp = sum(gp_distances) / len(gp_distances)
+    mean_random = sum(random_distances) / len(random_distances)
+    assert mean_gp < 0.5 * mean_random, (mean_gp, mean_random)
+
+
+def test_mobster_treats_failures_as_the_worst_result_and_running_trials_as_believers():
+    algo = _mobster(automl_max_concurrent=3)
+    recs = run_to_end(algo, fail=lambda rec: rec.params["layers"] == 5)
+    assert any(algo.trials[r.rec_id].status == "failed" for r in recs)
+    concurrent = _mobster(automl_max_concurrent=3)
+    for _ in range(10):
+        rec = concurrent.ask()
+        concurrent.tell(rec.rec_id, metric(rec.params, rec.budget))
+    first, second = concurrent.ask(), concurrent.ask()  # two GP proposals while the first is still running
+    assert first.info["source"] == second.info["source"] == "gp_ei"
+    assert first.params != second.params
+
+
+def test_mobster_halves_by_default_and_keeps_a_reduction_factor_that_is_set():
+    assert MOBSTER(SPACE, {"automl_max_epochs": 9}).budgets == [1, 2, 4, 9]
+    assert MOBSTER(SPACE, {"automl_max_epochs": 9, "automl_reduction_factor": 3}).budgets == [1, 3, 9]
+    assert ASHA(SPACE, {"automl_max_epochs": 9}).budgets == [1, 3, 9]  # the others keep TAO's 3
+
+
+def test_mobster_refits_its_hyperparameters_on_a_geometric_ladder():
+    assert [ladder_step(n, 6) for n in (5, 6, 8, 9, 13, 14, 20, 21, 100)] == [5, 6, 6, 9, 9, 14, 14, 21, 72]

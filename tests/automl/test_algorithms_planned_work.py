@@ -37,18 +37,25 @@ def run_search(name: str) -> tuple[int, int]:
     return recs, epochs
 
 
-@pytest.mark.parametrize("name", sorted(n for n, cls in ALGORITHMS.items() if not cls.needs_llm and n != "asha"))
+ASYNCHRONOUS_HALVING = ("asha", "mobster")
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n, cls in ALGORITHMS.items() if not cls.needs_llm and n not in ASYNCHRONOUS_HALVING)
+)
 def test_the_plan_is_what_the_search_launches(name):
     algo = make_algorithm(name, SPACE, SETTINGS, seed=0)
     assert algo.planned_work() == run_search(name)
 
 
-def test_the_asha_plan_is_a_close_lower_estimate():
-    """ASHA promotes whoever is in the top 1/eta of a rung when a result arrives, so early results promote a few
-    configurations the synchronous count does not: the plan may only undercount, and by little."""
-    planned = make_algorithm("asha", SPACE, SETTINGS, seed=0).planned_work()
-    launched = run_search("asha")
-    assert all(plan <= real <= 1.2 * plan for plan, real in zip(planned, launched)), (planned, launched)
+@pytest.mark.parametrize("name", ASYNCHRONOUS_HALVING)
+def test_the_asha_plan_is_a_close_lower_estimate(name):
+    """ASHA (and MOBSTER, which schedules like it, halving by default) promotes whoever is in the top 1/eta of a
+    rung when a result arrives, so early results promote a few configurations the synchronous count does not:
+    the plan may only undercount, and by little (more with eta = 2, where every second result promotes)."""
+    planned = make_algorithm(name, SPACE, SETTINGS, seed=0).planned_work()
+    launched = run_search(name)
+    assert all(plan <= real <= 1.25 * plan for plan, real in zip(planned, launched)), (planned, launched)
 
 
 def test_only_the_llm_family_needs_an_llm():

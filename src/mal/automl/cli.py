@@ -8,7 +8,7 @@
 
 Distributed studies (one study in a shared store, any number of workers on any machines; docs/SCALING.md):
     mal automl run -e automl.yaml --storage URL --study NAME [--create-only]   create it (and work on it);
-        hyperband, dehb, pbt and the LLM searches run their one scheduler here (a run folder the workers share)
+        hyperband, dehb, mobster, pbt and the LLM searches run their one scheduler here (a run folder the workers share)
     mal automl worker --storage URL --study NAME [--platform local|slurm]     run its trials here
     mal automl status --storage URL --study NAME [--json]                     progress, from the store
     mal automl report --storage URL --study NAME [--out DIR]                  report page, from the store
@@ -282,7 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         terminated = isinstance(exc, TerminatedError)
         code, how = (143, "terminated (SIGTERM)") if terminated else (130, "interrupted")
         if args.command == "worker" or getattr(args, "storage", None):
-            # A scheduled study (hyperband, dehb, pbt, LLM) keeps its search in a run folder: resume continues it.
+            # A scheduled study (hyperband, dehb, mobster, pbt, LLM) keeps its search in a run folder: resume
+            # continues it.
             then = (
                 "; a scheduled study's scheduler continues with `mal automl resume RUN_DIR`"
                 if args.command == "run"

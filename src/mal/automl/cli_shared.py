@@ -85,7 +85,7 @@ def run_scheduled(
     workspace_dir: Path,
     console: Console,
 ) -> int:
-    """An algorithm that needs one scheduler (hyperband, dehb, pbt, the LLM searches): the study runs here as a
+    """An algorithm that needs one scheduler (hyperband, dehb, mobster, pbt, the LLM searches): the study runs here as a
     local study whose jobs the workers run; with --create-only no worker runs in this process."""
     from mal.automl.platforms.store import StorePlatform
     from mal.automl.scheduled import run_scheduled_study

@@ -25,8 +25,8 @@ ALIASES = {"num_recommendations": "automl_max_recommendations", "automl_algorith
 REFUSED = {
     "automl_budget": "a study's work is set by automl_max_recommendations trainings "
     "(random, bayesian, tpe), automl_max_trials configurations of up to automl_max_epochs epochs (hyperband, asha, "
-    "bohb, dehb), automl_population_size x automl_max_generations (pbt) or automl_max_experiments (llm); set the "
-    "one your algorithm reads (the launch review shows the planned trainings and epochs)",
+    "bohb, dehb, mobster), automl_population_size x automl_max_generations (pbt) or automl_max_experiments (llm); "
+    "set the one your algorithm reads (the launch review shows the planned trainings and epochs)",
 }
 
 # A wrong value is quoted in the error, cut short: the settings come from a user's file and may be huge.
@@ -36,7 +36,8 @@ _shown.maxlist = _shown.maxtuple = _shown.maxdict = _shown.maxset = 4
 _shown.maxstring = _shown.maxother = 60
 
 AlgorithmName = Literal[
-    "bayesian", "random", "tpe", "hyperband", "asha", "bohb", "dehb", "pbt", "llm", "hybrid", "autoresearch"
+    "bayesian", "random", "tpe", "hyperband", "asha", "bohb", "dehb", "mobster", "pbt", "llm", "hybrid",
+    "autoresearch",
 ]
 
 
@@ -60,7 +61,7 @@ class AutoMLSettings(BaseModel):
     automl_max_epochs: int = Field(27, ge=1)
     """Hyperband family: R, the largest budget in resource units (epochs x epoch_multiplier)."""
     automl_reduction_factor: int = Field(3, ge=2)
-    """Hyperband family: eta; each successive-halving round keeps the top 1/eta."""
+    """Hyperband family: eta; each successive-halving round keeps the top 1/eta (mobster: 2 unless set)."""
     epoch_multiplier: int = Field(1, ge=1)
     """Hyperband family: epochs per resource unit."""
 

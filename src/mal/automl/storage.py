@@ -182,7 +182,7 @@ def create_distributed_study(
 ) -> optuna.Study:
     """Create the study in the store and queue its recommendations; joining an existing study with the same
     name returns it unchanged (so a restarted coordinator is harmless). An algorithm that workers cannot run as
-    peers (`shared_store` False: hyperband, dehb, pbt, the LLM searches) gets a scheduled study: nothing is
+    peers (`shared_store` False: hyperband, dehb, mobster, pbt, the LLM searches) gets a scheduled study: nothing is
     queued here, and `AutoMLRunner` with a `StorePlatform` submits every job.
 
     enqueue: configurations (dotted key -> value) to try first, in order; the rest are drawn by the algorithm.

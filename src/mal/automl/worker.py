@@ -9,8 +9,8 @@ A worker loops until the study has nothing left to run anywhere:
   3. feed every new epoch of the job's status.json to the study (`trial.report`) and ask the study's pruner
      whether to stop it (successive halving decides from all workers' results in the store);
   4. record the end: COMPLETE with the best metric, PRUNED, or FAIL with the failure class and cause.
-In a scheduled study (hyperband, dehb, pbt, the LLM searches) step 2 is the scheduler's: the trial names a job it
-submitted (spec written, folder chosen), which the worker runs as it is and whose exit code it writes back.
+In a scheduled study (hyperband, dehb, mobster, pbt, the LLM searches) step 2 is the scheduler's: the trial names a
+job it submitted (spec written, folder chosen), which the worker runs as it is and whose exit code it writes back.
 A background thread beats a heartbeat into each running trial. Every worker also watches the others: a running
 trial whose heartbeat is older than the study's grace period belongs to a dead worker; the first worker to flip
 it to FAIL (an atomic storage update, so exactly one wins) queues one retry with the same values and stops the

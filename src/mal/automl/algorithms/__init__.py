@@ -25,6 +25,7 @@ from mal.automl.algorithms.dehb import DEHB
 from mal.automl.algorithms.hybrid import HybridSearch
 from mal.automl.algorithms.hyperband import Hyperband, hyperband_brackets
 from mal.automl.algorithms.llm import LLMSearch
+from mal.automl.algorithms.mobster import MOBSTER
 from mal.automl.algorithms.pbt import PBT
 from mal.automl.algorithms.random_search import RandomSearch
 from mal.automl.algorithms.tpe import TPESearch
@@ -42,6 +43,7 @@ ALGORITHMS: dict[str, type[SearchAlgorithm]] = {
         ASHA,
         BOHB,
         DEHB,
+        MOBSTER,
         PBT,
         LLMSearch,
         HybridSearch,

@@ -94,9 +94,8 @@ class ASHA(SearchAlgorithm):
         rec_id = self._next_id()
         kind, parent = action
         if kind == "new":
-            return Recommendation(
-                rec_id, self.space.sample(self._rng(rec_id)), self.budgets[0], None, {"rung": 0, "source": "random"}
-            )
+            params, info = self._new_config(rec_id)
+            return Recommendation(rec_id, params, self.budgets[0], None, {"rung": 0, **info})
         assert parent is not None
         self.promoted.add(parent.rec_id)
         rung = parent.rec.info["rung"] + 1
@@ -107,6 +106,10 @@ class ASHA(SearchAlgorithm):
             parent.rec_id,
             {"rung": rung, "promoted_from": parent.rec_id},
         )
+
+    def _new_config(self, rec_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(params, info) of a configuration that starts on the bottom rung; subclasses may model the results."""
+        return self.space.sample(self._rng(rec_id)), {"source": "random"}
 
     def checkpoints_in_use(self) -> set[int]:
         top = len(self.budgets) - 1

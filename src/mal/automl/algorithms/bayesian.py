@@ -12,8 +12,8 @@ worst result seen, steering the search away from configurations that crash.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -100,6 +100,7 @@ class GaussianProcess:
     noise: float
     y_mean: float
     y_std: float
+    _cached: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, steps: int = 150) -> GaussianProcess:
@@ -141,19 +142,28 @@ class GaussianProcess:
 
     def predict(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation, in the original units."""
-        k = _matern(self.x, self.x, self.length_scales, self.signal) + self.noise * np.eye(len(self.x))
-        chol = _cholesky(k)
-        alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, self.y))
+        chol_inv, alpha = self._factor()
         k_star = _matern(points, self.x, self.length_scales, self.signal)
         mean = k_star @ alpha
-        v = np.linalg.solve(chol, k_star.T)
+        v = chol_inv @ k_star.T
         var = np.maximum(self.signal - np.sum(v * v, axis=0), 1e-12)
         return mean * self.y_std + self.y_mean, np.sqrt(var) * self.y_std
 
+    def _factor(self) -> tuple[np.ndarray, np.ndarray]:
+        """(inverse Cholesky factor of the kernel matrix, its solve of y), computed once per GP: every prediction
+        after that is two matrix products, which is what makes maximising EI over thousands of points cheap."""
+        if self._cached is None:
+            k = _matern(self.x, self.x, self.length_scales, self.signal) + self.noise * np.eye(len(self.x))
+            chol_inv = np.linalg.solve(_cholesky(k), np.eye(len(self.x)))
+            self._cached = (chol_inv, chol_inv.T @ (chol_inv @ self.y))
+        return self._cached
+
 
 def _matern(a: np.ndarray, b: np.ndarray, length_scales: np.ndarray, signal: float) -> np.ndarray:
-    scaled = (a[:, None, :] - b[None, :, :]) / length_scales
-    r = np.sqrt(np.sum(scaled**2, axis=-1) + 1e-12)
+    # |a - b|^2 as |a|^2 + |b|^2 - 2 a.b: one matrix product instead of an (n, m, d) array
+    sa, sb = a / length_scales, b / length_scales
+    squared = np.sum(sa**2, axis=1)[:, None] + np.sum(sb**2, axis=1)[None, :] - 2.0 * sa @ sb.T
+    r = np.sqrt(np.maximum(squared, 0.0) + 1e-12)
     return signal * (1 + _SQRT5 * r + 5.0 / 3.0 * r**2) * np.exp(-_SQRT5 * r)
 
 
@@ -233,15 +243,23 @@ def maximize_ei(
     gp: GaussianProcess, best: float, observed: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, float]:
     """Best EI among uniform candidates and Gaussian steps around the best observed points, then refined."""
-    dim = observed.shape[1]
     top = observed[np.argsort(-gp.y[: len(observed)])[:5]]
+    return maximize_acquisition(lambda points: expected_improvement(gp, points, best), top, rng)
+
+
+def maximize_acquisition(
+    acquisition: Callable[[np.ndarray], np.ndarray], top: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, float]:
+    """The unit-cube point with the largest acquisition among 1,000 uniform candidates and 200 Gaussian steps
+    around each of the `top` points, refined by three rounds of smaller steps around the best five."""
+    dim = top.shape[1]
     local = (top[:, None, :] + 0.1 * rng.standard_normal((len(top), 200, dim))).reshape(-1, dim)
     candidates = np.clip(np.vstack([rng.random((1000, dim)), local]), 0.0, 1.0)
-    ei = expected_improvement(gp, candidates, best)
+    values = acquisition(candidates)
     for scale in (0.05, 0.02, 0.005):
-        seeds = candidates[np.argsort(-ei)[:5]]
+        seeds = candidates[np.argsort(-values)[:5]]
         steps = np.clip((seeds[:, None, :] + scale * rng.standard_normal((5, 60, dim))).reshape(-1, dim), 0.0, 1.0)
         candidates = np.vstack([seeds, steps])
-        ei = expected_improvement(gp, candidates, best)
-    index = int(np.argmax(ei))
-    return candidates[index], float(ei[index])
+        values = acquisition(candidates)
+    index = int(np.argmax(values))
+    return candidates[index], float(values[index])

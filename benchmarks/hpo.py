@@ -1,6 +1,6 @@
 """Every offline search algorithm on the YAHPO LCBench surrogate: regret against budget.
 
-    .venv/bin/python benchmarks/hpo.py --jobs 2   # 5 tasks x 100 seeds (about 9 minutes on two cores)
+    .venv/bin/python benchmarks/hpo.py --jobs 2   # 5 tasks x 100 seeds (about 25 minutes on two cores)
     .venv/bin/python benchmarks/hpo.py --quick    # 2 tasks x 2 seeds, a smoke run
 
 Protocol (the one TAO's brains were measured with, see docs/ALGORITHMS.md): tasks 3945, 7593, 34539, 126025,
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 import time
@@ -32,6 +33,13 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+# One BLAS thread per process: the GP's matrix products are small, and with --jobs N every process would start
+# as many BLAS threads as there are cores; measured on 2 cores, MOBSTER ran about 10x slower that way.
+# The BLAS library reads these when numpy loads it, so they come before the import.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np
 
@@ -46,7 +54,7 @@ from mal.errors import SpecError
 from mal.fileio import atomic_write_bytes, atomic_write_text
 
 TASKS = ("3945", "7593", "34539", "126025", "189909")
-ALGORITHMS = ("random", "bayesian", "tpe", "hyperband", "asha", "bohb", "dehb", "pbt")
+ALGORITHMS = ("random", "bayesian", "tpe", "hyperband", "asha", "bohb", "dehb", "mobster", "pbt")
 BUDGET_FFE = 30
 TARGET_FFE = BUDGET_FFE / 5  # issue 10: reach random search's final regret with at most 1/5 of its budget
 CHECKPOINTS = (1, 2, 3, 5, 6, 10, 15, 20, 30)
@@ -56,7 +64,7 @@ SETTINGS: dict[str, Any] = {
     "metric": "val_accuracy",
     "direction": "maximize",
     "automl_max_epochs": MAX_EPOCH,
-    "automl_reduction_factor": 3,
+    # automl_reduction_factor is left to each algorithm's default: TAO's 3, and 2 for MOBSTER
     "automl_max_concurrent": 1,
     "automl_max_recommendations": 10_000,
     "automl_max_trials": 10_000,
@@ -148,8 +156,17 @@ def _json_safe(obj: Any) -> Any:
 
 
 def _run(job: tuple[str, str, int, dict[str, Any], bool]) -> dict[str, Any]:
-    algorithm, task, seed, overrides, oracle_ranks = job
-    return simulate(algorithm, task, seed, overrides=overrides, oracle_ranks=oracle_ranks)
+    label, task, seed, overrides, oracle_ranks = job
+    algorithm, own = split_variant(label)
+    run = simulate(algorithm, task, seed, overrides={**overrides, **own}, oracle_ranks=oracle_ranks)
+    return {**run, "algorithm": label}
+
+
+def split_variant(label: str) -> tuple[str, dict[str, Any]]:
+    """`NAME@KEY=VALUE,KEY=VALUE` (a variant with its own settings, e.g. mobster@automl_reduction_factor=3) as
+    (NAME, overrides); a plain NAME has none."""
+    name, sep, pairs = label.partition("@")
+    return name, (parse_overrides(pairs.split(",")) if sep else {})
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -392,13 +409,51 @@ def plot(summary: dict[str, Any], path: Path, title: str = "YAHPO LCBench surrog
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def benchmark_parser(description: str | None, seeds: int) -> argparse.ArgumentParser:
+    """The options every LCBench benchmark script shares (hpo.py, hpo_reference.py, hpo_store.py)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 tasks x 2 seeds (smoke run)")
-    parser.add_argument("--seeds", type=int, default=100)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="OpenML task ids, or `all` (35 tasks)")
-    parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS))
+    parser.add_argument("--seeds", type=int, default=seeds)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS),
+                        help="OpenML task ids, `all` (35 tasks) or `others` (the 30 outside TAO's five)")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
+    return parser
+
+
+def resolve_tasks(args: argparse.Namespace) -> bool:
+    """Expands --tasks all / others and --quick in place; False (after saying why) when the surrogate is missing."""
+    if not (DATA_DIR / "model.onnx").is_file():
+        print(f"The LCBench surrogate is not at {DATA_DIR}; set MAL_YAHPO_LCBENCH.", file=sys.stderr)
+        return False
+    if args.tasks == ["all"]:
+        args.tasks = lcbench_tasks()
+    elif args.tasks == ["others"]:
+        args.tasks = [task for task in lcbench_tasks() if task not in TASKS]
+    if args.quick:
+        args.tasks, args.seeds = args.tasks[:2], 2
+    return True
+
+
+def run_jobs(run: Callable[[Any], dict[str, Any]], jobs: list[Any], processes: int) -> list[dict[str, Any]]:
+    """Every job's run, in `processes` worker processes, or here with one progress line per run on stderr."""
+    if processes > 1:
+        with ProcessPoolExecutor(processes) as pool:
+            return list(pool.map(run, jobs))
+    runs = []
+    for i, job in enumerate(jobs, 1):
+        runs.append(run(job))
+        done = runs[-1]
+        print(f"[{i}/{len(jobs)}] {done['algorithm']} task {done['task']} seed {done['seed']}: "
+              f"{done['seconds']:.1f}s", file=sys.stderr, flush=True)  # fmt: skip
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = benchmark_parser(__doc__, seeds=100)
+    parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS),
+                        help="names, or NAME@KEY=VALUE,... for a variant with its own settings")
+    parser.add_argument("--against", nargs="+", default=[],
+                        help="algorithms of this run to compare every AUC with, besides random, tpe and bayesian")
     parser.add_argument("--stem", default=None, help="result file name (default: hpo_lcbench or hpo_lcbench_quick)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="change one of the algorithms' settings, e.g. automl_reduction_factor=2")  # fmt: skip
@@ -407,30 +462,18 @@ def main(argv: list[str] | None = None) -> int:
                              "it trained to (charging and what is observed do not change)")  # fmt: skip
     args = parser.parse_args(argv)
     args.command_args = command_args(argv)
-    if not (DATA_DIR / "model.onnx").is_file():
-        print(f"The LCBench surrogate is not at {DATA_DIR}; set MAL_YAHPO_LCBENCH.", file=sys.stderr)
+    if not resolve_tasks(args):
         return 2
-    if args.tasks == ["all"]:
-        args.tasks = lcbench_tasks()
-    if args.quick:
-        args.tasks, args.seeds = args.tasks[:2], 2
+    for label in args.algorithms:
+        split_variant(label)  # a bad KEY=VALUE stops here, before any run
+    if unknown := [name for name in args.against if name not in args.algorithms]:
+        raise SystemExit(f"--against {unknown[0]}: not one of --algorithms ({' '.join(args.algorithms)})")
     overrides = parse_overrides(args.overrides)
     jobs = [
         (a, t, s, overrides, args.oracle_ranks) for a in args.algorithms for t in args.tasks for s in range(args.seeds)
     ]
     started = time.perf_counter()
-    runs: list[dict[str, Any]] = []
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            runs = list(pool.map(_run, jobs))
-    else:
-        for i, job in enumerate(jobs, 1):
-            runs.append(_run(job))
-            print(
-                f"[{i}/{len(jobs)}] {job[0]} task {job[1]} seed {job[2]}: {runs[-1]['seconds']:.1f}s",
-                file=sys.stderr,
-                flush=True,
-            )
+    runs = run_jobs(_run, jobs, args.jobs)
     seconds = time.perf_counter() - started
     worst = {task: worst_final_accuracy(task) for task in args.tasks}
     summary = summarise(runs, args.algorithms, args.tasks, worst)
@@ -449,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     table = markdown(summary, args, len(args.tasks) * args.seeds, seconds)
     write_report(stem, runs, summary, protocol, table)
-    stats, stats_table = analyse(RESULTS / f"{stem}.json")  # the statistics the verdicts rest on (hpo_stats.py)
+    # the statistics the verdicts rest on (hpo_stats.py)
+    stats, stats_table = analyse(RESULTS / f"{stem}.json", against=args.against)
     atomic_write_text(RESULTS / f"{stem}_stats.json", json.dumps(stats, indent=1) + "\n")
     atomic_write_text(RESULTS / f"{stem}_stats.md", stats_table + "\n")
     title = "YAHPO LCBench surrogate, 1 worker" + (": oracle ranks (a diagnostic)" if args.oracle_ranks else "")

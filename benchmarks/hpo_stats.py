@@ -143,9 +143,11 @@ def tao_protocol(runs: Runs, best_any: Mapping[str, float], rounds: int = ROUNDS
     return table
 
 
-def all_task_comparison(scores: Mapping[str, Any], rounds: int = ROUNDS) -> dict[str, Any]:
+def all_task_comparison(
+    scores: Mapping[str, Any], rounds: int = ROUNDS, baselines: Sequence[str] = BASELINES
+) -> dict[str, Any]:
     """Per algorithm: mean normalised regret at each budget and AUC with intervals, and the paired difference of
-    its AUC against random, TPE and the GP (whichever the result file holds)."""
+    its AUC against each baseline (random, TPE and the GP by default; whichever the result file holds)."""
     out: dict[str, Any] = {}
     for algorithm, by_score in scores.items():
         entry: dict[str, Any] = {}
@@ -153,7 +155,7 @@ def all_task_comparison(scores: Mapping[str, Any], rounds: int = ROUNDS) -> dict
             mean, low, high = two_level_bootstrap(values, np.mean, rounds)
             entry[name] = {"mean": mean, "interval90": [low, high]}
         entry["auc_vs"] = {}
-        for baseline in BASELINES:
+        for baseline in baselines:
             if baseline in scores and baseline != algorithm and set(by_score["auc"]) & set(scores[baseline]["auc"]):
                 mean, low, high = paired_difference(by_score["auc"], scores[baseline]["auc"], rounds)
                 entry["auc_vs"][baseline] = {"difference": mean, "interval90": [low, high], "better": high < 0}
@@ -165,7 +167,14 @@ def _interval(values: Sequence[float]) -> str:
     return f"[{values[0]:.3f}, {values[1]:.3f}]"
 
 
-def markdown(source: Path, tasks: int, seeds: int, comparison: Mapping[str, Any], tao: Mapping[str, Any]) -> str:
+def markdown(
+    source: Path,
+    tasks: int,
+    seeds: int,
+    comparison: Mapping[str, Any],
+    tao: Mapping[str, Any],
+    baselines: Sequence[str] = BASELINES,
+) -> str:
     lines = [
         f"# HPO statistics of `{source.name}`",
         "",
@@ -174,13 +183,15 @@ def markdown(source: Path, tasks: int, seeds: int, comparison: Mapping[str, Any]
         "",
         "## Normalised regret (lower is better; 1 = the task's worst random configuration, 0 = best found)",
         "",
-        "| algorithm | 5 FFE | 10 FFE | 20 FFE | 30 FFE | AUC 1-30 FFE | AUC - random | AUC - tpe | AUC - bayesian |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| algorithm | 5 FFE | 10 FFE | 20 FFE | 30 FFE | AUC 1-30 FFE | "
+        + " | ".join(f"AUC - {baseline}" for baseline in baselines)
+        + " |",
+        "|---|" + "---|" * (5 + len(baselines)),
     ]
     for algorithm, entry in comparison.items():
         cells = [f"{entry[str(x)]['mean']:.3f}" for x in CHECKS]
         cells.append(f"{entry['auc']['mean']:.3f} {_interval(entry['auc']['interval90'])}")
-        for baseline in BASELINES:
+        for baseline in baselines:
             versus = entry["auc_vs"].get(baseline)
             cells.append("–" if versus is None else f"{versus['difference']:+.3f} {_interval(versus['interval90'])}"
                          + (" ✓" if versus["better"] else ""))  # fmt: skip
@@ -210,25 +221,35 @@ def markdown(source: Path, tasks: int, seeds: int, comparison: Mapping[str, Any]
     return "\n".join(lines)
 
 
-def analyse(path: Path, rounds: int = ROUNDS) -> tuple[dict[str, Any], str]:
-    """(the statistics as JSON, their markdown) of one hpo.py result file."""
+def analyse(path: Path, rounds: int = ROUNDS, against: Sequence[str] = ()) -> tuple[dict[str, Any], str]:
+    """(the statistics as JSON, their markdown) of one hpo.py result file; `against` adds algorithms of the file
+    (e.g. a variant's default) to the baselines every AUC is compared with."""
     runs, best_any, worst = load_result(path)
+    unknown = [name for name in against if name not in runs]
+    if unknown:
+        raise ValueError(f"--against {unknown[0]!r}: the result file has no such algorithm (it has {sorted(runs)})")
+    baselines = (*BASELINES, *(name for name in against if name not in BASELINES))
     scores = normalised_scores(runs, best_any, worst)
-    comparison = all_task_comparison(scores, rounds)
+    comparison = all_task_comparison(scores, rounds, baselines)
     tao = tao_protocol(runs, best_any, rounds)
     keys = {key for by_run in runs.values() for key in by_run}
     tasks, seeds = len({t for t, _ in keys}), len({s for _, s in keys})
     stats = {"source": str(path), "tasks": tasks, "seeds": seeds, "rounds": rounds, "normalised": comparison,
              "tao_protocol": tao}  # fmt: skip
-    return stats, markdown(path, tasks, seeds, comparison, tao)
+    return stats, markdown(path, tasks, seeds, comparison, tao, baselines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("result", type=Path, help="a benchmarks/hpo.py result file (benchmarks/results/*.json)")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="bootstrap rounds")
+    parser.add_argument("--against", nargs="+", default=[], help="more algorithms of the file to compare AUC with")
     args = parser.parse_args(argv)
-    stats, text = analyse(args.result, args.rounds)
+    try:
+        stats, text = analyse(args.result, args.rounds, args.against)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     stem = args.result.with_suffix("")
     atomic_write_text(Path(f"{stem}_stats.json"), json.dumps(stats, indent=1) + "\n")
     atomic_write_text(Path(f"{stem}_stats.md"), text + "\n")

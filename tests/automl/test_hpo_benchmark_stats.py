@@ -180,3 +180,20 @@ def test_an_oracle_ranks_report_says_it_is_a_diagnostic() -> None:
     assert "**Oracle ranks (a diagnostic, not a result):**" in hpo.markdown(summary, args, 1, 1.0)
     args.oracle_ranks = False
     assert "Oracle" not in hpo.markdown(summary, args, 1, 1.0)
+
+
+def test_a_variant_label_carries_its_own_settings_and_names_its_runs() -> None:
+    assert hpo.split_variant("mobster") == ("mobster", {})
+    assert hpo.split_variant("mobster@automl_reduction_factor=3,automl_min_top_configs=2") == (
+        "mobster",
+        {"automl_reduction_factor": 3, "automl_min_top_configs": 2},
+    )
+    with pytest.raises(SystemExit, match="automl_reduction_factr"):
+        hpo.split_variant("mobster@automl_reduction_factr=3")
+    if not (hpo.DATA_DIR / "model.onnx").is_file():
+        pytest.skip("the LCBench surrogate is not in ../shared/data")
+    variant = hpo._run(("hyperband@automl_reduction_factor=2", "3945", 0, {}, False))
+    plain = hpo._run(("hyperband", "3945", 0, {}, False))
+    assert variant["algorithm"] == "hyperband@automl_reduction_factor=2" and plain["algorithm"] == "hyperband"
+    same = hpo.simulate("hyperband", "3945", 0, overrides={"automl_reduction_factor": 2})
+    assert variant["best_so_far"] == same["best_so_far"] != plain["best_so_far"]

@@ -78,3 +78,16 @@ def test_the_command_writes_the_stats_beside_the_result(tmp_path, capsys):
     ] == pytest.approx(0.0)
     assert (tmp_path / "hpo_x_stats.md").read_text().startswith("# HPO statistics of `hpo_x.json`")
     assert "## Normalised regret" in capsys.readouterr().out
+
+
+def test_against_adds_a_variant_of_the_file_to_the_baselines(tmp_path, capsys):
+    """A variant is judged against its default: `--against mobster` adds an 'AUC - mobster' column."""
+    curves = {("mobster", t, s): [0.5] * 9 for t in ("1", "2") for s in range(3)}
+    curves |= {("mobster@automl_reduction_factor=3", t, s): [0.7] * 9 for t in ("1", "2") for s in range(3)}
+    path = _result(tmp_path / "hpo_v.json", curves, {"1": 1.0, "2": 1.0}, {"1": 0.0, "2": 0.0})
+    stats, text = hpo_stats.analyse(path, rounds=50, against=["mobster"])
+    versus = stats["normalised"]["mobster@automl_reduction_factor=3"]["auc_vs"]["mobster"]
+    assert versus["difference"] == pytest.approx(0.2) and not versus["better"]
+    assert "| AUC - mobster |" in text
+    assert hpo_stats.main([str(path), "--rounds", "20", "--against", "asha"]) == 2
+    assert "no such algorithm" in capsys.readouterr().err

@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hpo_stats import analyse
 from yahpo import DATA_DIR, MAX_EPOCH, LCBench, lcbench_space, lcbench_tasks, worst_final_accuracy
 
+from mal.automl.algorithms import ALGORITHMS as KNOWN_ALGORITHMS
 from mal.automl.algorithms import make_algorithm
 from mal.automl.settings import parse_settings
 from mal.errors import SpecError
@@ -166,23 +167,24 @@ def split_variant(label: str) -> tuple[str, dict[str, Any]]:
     """`NAME@KEY=VALUE,KEY=VALUE` (a variant with its own settings, e.g. mobster@automl_reduction_factor=3) as
     (NAME, overrides); a plain NAME has none."""
     name, sep, pairs = label.partition("@")
-    return name, (parse_overrides(pairs.split(",")) if sep else {})
+    return name, (parse_overrides(pairs.split(","), given_as=f"--algorithms {label}:") if sep else {})
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`KEY=VALUE` pairs (VALUE read as YAML: 2 is an int, 0.5 a float), each checked by the real settings model."""
+def parse_overrides(pairs: list[str], given_as: str = "--set") -> dict[str, Any]:
+    """`KEY=VALUE` pairs (VALUE read as YAML: 2 is an int, 0.5 a float), each checked by the real settings model;
+    an error names the pair as the user gave it (`given_as`: the option or algorithm label it came from)."""
     import yaml
 
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE, e.g. automl_reduction_factor=2")
+            raise SystemExit(f"{given_as} {pair!r}: expected KEY=VALUE, e.g. automl_reduction_factor=2")
         overrides[key] = yaml.safe_load(value)
         try:
             parse_settings({**SETTINGS, **overrides})
         except SpecError as exc:
-            raise SystemExit(f"--set {pair!r}: {exc}") from None
+            raise SystemExit(f"{given_as} {pair!r}: {exc}") from None
     return overrides
 
 
@@ -464,8 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     args.command_args = command_args(argv)
     if not resolve_tasks(args):
         return 2
-    for label in args.algorithms:
-        split_variant(label)  # a bad KEY=VALUE stops here, before any run
+    for label in args.algorithms:  # a bad name or KEY=VALUE stops here, before any run
+        if (name := split_variant(label)[0]) not in KNOWN_ALGORITHMS:
+            raise SystemExit(f"--algorithms {label}: no algorithm {name!r}; choose from {', '.join(KNOWN_ALGORITHMS)}")
     if unknown := [name for name in args.against if name not in args.algorithms]:
         raise SystemExit(f"--against {unknown[0]}: not one of --algorithms ({' '.join(args.algorithms)})")
     overrides = parse_overrides(args.overrides)

@@ -197,3 +197,14 @@ def test_a_variant_label_carries_its_own_settings_and_names_its_runs() -> None:
     assert variant["algorithm"] == "hyperband@automl_reduction_factor=2" and plain["algorithm"] == "hyperband"
     same = hpo.simulate("hyperband", "3945", 0, overrides={"automl_reduction_factor": 2})
     assert variant["best_so_far"] == same["best_so_far"] != plain["best_so_far"]
+
+
+def test_a_bad_algorithm_or_variant_stops_before_any_run() -> None:
+    if not (hpo.DATA_DIR / "model.onnx").is_file():
+        pytest.skip("the LCBench surrogate is not in ../shared/data")
+    with pytest.raises(SystemExit, match="no algorithm 'nosuch'; choose from random, bayesian"):
+        hpo.main(["--quick", "--algorithms", "nosuch"])
+    with pytest.raises(SystemExit, match="--algorithms mobster@automl_reduction_factr=3:.*automl_reduction_factor"):
+        hpo.main(["--quick", "--algorithms", "mobster@automl_reduction_factr=3"])
+    with pytest.raises(SystemExit, match="--against asha: not one of --algorithms"):
+        hpo.main(["--quick", "--algorithms", "mobster", "--against", "asha"])

@@ -47,13 +47,22 @@ def env_int(name: str, default: int, *, minimum: int, what: str = "a whole numbe
     return int(_read(name, default, minimum, what, whole=True))
 
 
+def _shortened_path(raw: str, limit: int = 200) -> str:
+    """A path as the user can recognise it on one line: whole up to `limit` characters, else its start and its end
+    (the folder names that tell it apart) around "...", never cut at the end."""
+    if len(raw) <= limit:
+        return raw
+    head = limit // 3
+    return raw[:head] + "..." + raw[-(limit - head - 3):]
+
+
 def env_folder(name: str, default: Path) -> Path:
     """The variable as a folder path (`~` expanded), or `default` when it is unset or empty; EnvError when it names
     an existing file or a `~user` that does not exist. The folder itself need not exist yet."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
-    shown = repr(raw if len(raw) <= 80 else raw[:77] + "...")
+    shown = repr(_shortened_path(raw))
     try:
         path = Path(raw).expanduser()
     except RuntimeError:  # `~nosuchuser/...`

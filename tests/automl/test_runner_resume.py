@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from support.reliability import sigint_as_in_a_terminal
 from support.study import dummy_command, launches, make_skill_dir, spec_overrides
 
 pytestmark = pytest.mark.slow
@@ -146,11 +147,9 @@ def test_ctrl_c_or_sigterm_stops_the_running_trainings_and_resume_reruns_them(tm
     study_file = tmp_path / "automl.yaml"
     study_file.write_text(yaml.safe_dump(study))
     env = {**os.environ, "MAL_DUMMY_SLEEP": "30"}  # an epoch takes 30 s: the trainings are surely running
-    # A shell without job control starts background commands (`make test &`) with SIGINT ignored, children
-    # inherit that, and Python then never raises KeyboardInterrupt; a terminal's foreground job has the default.
     runner = subprocess.Popen(_cli("run", "-e", str(study_file)), env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True, start_new_session=True,
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+                              preexec_fn=sigint_as_in_a_terminal)
     deadline = time.monotonic() + 60
     while len(pid_files := sorted(ws.glob("run_*/**/job.pid"))) < 2:
         assert runner.poll() is None, runner.stderr.read()[-2000:]

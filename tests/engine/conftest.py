@@ -27,7 +27,7 @@ ENGINE_SPEC = {
     "train.loss_mil_step": 20,
     "train.loss_crf_step": 40,
     "train.crf_num_iter": 10,
-    "train.num_threads": 2,
+    "train.num_threads": 1,
     "evaluate.batch_size": 32,
     "inference.batch_size": 32,
 }

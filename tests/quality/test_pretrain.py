@@ -24,7 +24,7 @@ PRETRAIN_SPEC = {
     "train.num_epochs": 1,
     "train.batch_size": 16,
     "train.crf_num_iter": 2,
-    "train.num_threads": 2,
+    "train.num_threads": 1,
     "pretrain.num_epochs": 2,
     "pretrain.batch_size": 16,
     "pretrain.random_crops_per_image": 2,

@@ -175,6 +175,15 @@ def test_env_numbers_accept_sane_values_and_name_the_variable_otherwise(monkeypa
     (tmp_path / "file").write_text("")
     with pytest.raises(EnvError, match="is a file, not a folder"):
         env_folder("MAL_T", tmp_path)
+    # A path too long for one line keeps its start and its end, where the names that tell it apart are.
+    deep = tmp_path.joinpath(*["nested_folder"] * 20)
+    deep.mkdir(parents=True)
+    (deep / "the_cache_file").write_text("")
+    monkeypatch.setenv("MAL_T", str(deep / "the_cache_file"))
+    with pytest.raises(EnvError) as caught:
+        env_folder("MAL_T", tmp_path)
+    assert f"='{str(tmp_path)[:20]}" in str(caught.value) and "/nested_folder/the_cache_file' is a file" in str(
+        caught.value) and "..." in str(caught.value)
     monkeypatch.setenv("MAL_T", "~")
     assert env_folder("MAL_T", tmp_path) == Path.home()
 

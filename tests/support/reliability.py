@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -32,6 +33,13 @@ def run_mal(
     )
 
 
+def sigint_as_in_a_terminal() -> None:
+    """`preexec_fn` for a child that is sent Ctrl-C: a shell without job control (CI's, `make test &`) starts
+    background commands with SIGINT ignored, children inherit that, and Python then never raises KeyboardInterrupt.
+    A terminal's foreground job, which is what the tests stand for, has the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def popen_mal(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "mal", *map(str, args)],
@@ -40,6 +48,7 @@ def popen_mal(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen
         text=True,
         env=env or mal_env(),
         start_new_session=True,
+        preexec_fn=sigint_as_in_a_terminal,
     )
 
 

@@ -52,10 +52,18 @@ BUDGET_S = 30 * 60
 
 
 # ------------------------------------------------------------------------------------------------ data setup
-def prepare_files(data_dir: Path, work_dir: Path, max_images: int | None) -> tuple[Path, Path, Path]:
-    """gt.json (the chosen images, masks kept) and boxes.json (the same without any mask) in work_dir."""
+def prepare_files(
+    data_dir: Path, work_dir: Path, max_images: int | None, fold: int | None = None
+) -> tuple[Path, Path, Path]:
+    """gt.json (the chosen images, masks kept) and boxes.json (the same without any mask) in work_dir.
+
+    `fold` 1 or 2 keeps the first or the second half of the images sorted by id (the 2-fold check of settings:
+    choose them on one half, score them on the other)."""
     source = json.loads((data_dir / "annotations.json").read_text())
     images = sorted(source["images"], key=lambda image: image["id"])
+    if fold is not None:
+        half = (len(images) + 1) // 2
+        images = images[:half] if fold == 1 else images[half:]
     if max_images and max_images < len(images):
         # Every k-th image by id keeps the mix of image kinds a random subset would have, deterministically.
         picks = np.linspace(0, len(images) - 1, max_images).round().astype(int)
@@ -117,6 +125,22 @@ def box_fill_labels(coco: CocoBoxes) -> list[BoxLabel]:
     return labels
 
 
+def ellipse_labels(coco: CocoBoxes) -> list[BoxLabel]:
+    """The ellipse inscribed in each box (pixel centres inside it): the shape prior any method must beat."""
+    labels = []
+    for image_id, rows in coco.boxes_by_image.items():
+        image = coco.images[image_id]
+        ys = np.arange(image.height, dtype=np.float64)[:, None] + 0.5
+        xs = np.arange(image.width, dtype=np.float64)[None, :] + 0.5
+        masks = []
+        for x0, y0, x1, y1 in coco.boxes_xyxy[rows].tolist():
+            half_w, half_h = max((x1 - x0) / 2, 1e-6), max((y1 - y0) / 2, 1e-6)
+            inside = ((xs - (x0 + x1) / 2) / half_w) ** 2 + ((ys - (y0 + y1) / 2) / half_h) ** 2 <= 1.0
+            masks.append(inside)
+        labels += _labels_from_masks(coco, rows, encode_masks(np.stack(masks, axis=-1)))
+    return labels
+
+
 def grabcut_mask(image: np.ndarray, box_xyxy: np.ndarray, context: float, iterations: int = 5) -> np.ndarray:
     """GrabCut of one box on the box grown by `context` x its size per side (clipped); image-size bool mask."""
     import cv2
@@ -158,14 +182,17 @@ def grabcut_labels(coco: CocoBoxes, context: float) -> list[BoxLabel]:
 
 
 def peer_metrics(gt: CocoBoxes, work_dir: Path, context: float) -> dict[str, dict[str, Any]]:
-    """Box fill and GrabCut scores, cached per work folder (they depend only on the boxes and images)."""
-    cache = work_dir / f"peers_context{context:g}.json"
+    """Box fill, ellipse and GrabCut scores, cached per work folder (they depend only on the boxes and images)."""
+    cache = work_dir / f"peers_ellipse_context{context:g}.json"  # the name changes when the peers do
     if cache.exists():
         return json.loads(cache.read_text())
     peers: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
     peers["box fill"] = score_labels(gt, box_fill_labels(gt))
     peers["box fill"]["seconds"] = round(time.perf_counter() - started, 1)
+    started = time.perf_counter()
+    peers["ellipse in the box"] = score_labels(gt, ellipse_labels(gt))
+    peers["ellipse in the box"]["seconds"] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()
     peers["GrabCut"] = score_labels(gt, grabcut_labels(gt, context))
     peers["GrabCut"]["seconds"] = round(time.perf_counter() - started, 1)
@@ -247,6 +274,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", help="results name (default: quality_<data folder name>)")
     parser.add_argument("--work-dir", type=Path, help="scratch folder (default: benchmarks/out/<name>)")
     parser.add_argument("--max-images", type=int, help="use only this many images, spread over the ids")
+    parser.add_argument("--fold", type=int, choices=(1, 2),
+                        help="only the first (1) or second (2) half of the images by id, for the 2-fold check")
     parser.add_argument(
         "--grabcut-context",
         type=float,
@@ -266,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or f"quality_{data_dir.name}"
     work_dir = (args.work_dir or REPO_ROOT / "benchmarks" / "out" / name).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
-    gt_path, boxes_path, image_dir = prepare_files(data_dir, work_dir, args.max_images)
+    gt_path, boxes_path, image_dir = prepare_files(data_dir, work_dir, args.max_images, args.fold)
     spec_path = resolve_spec_file(args.spec)[0].resolve()  # a shipped preset is a file inside the package
     run_dir = work_dir / "run"
     label_path = work_dir / "labels.json"
@@ -328,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         "spec_path": str(spec_path.relative_to(REPO_ROOT)) if spec_path.is_relative_to(REPO_ROOT) else str(spec_path),
         "spec": spec_path.read_text(),
         "overrides": args.overrides,
+        "fold": args.fold,
         "grabcut_context": args.grabcut_context,
         "timings_s": timings,
         "budget_s": BUDGET_S,
@@ -335,10 +365,13 @@ def main(argv: list[str] | None = None) -> int:
         "methods": methods,
     }
     notes = [
-        f"{len(gt)} boxes in {len(gt.images)} images of {data_dir.name}; training and labeling saw only the boxes "
-        "(ground-truth masks hidden, no validation during training); scores against the hidden masks.",
+        f"{len(gt)} boxes in {len(gt.images)} images of {data_dir.name}"
+        + (f" (fold {args.fold}: half of the images by id)" if args.fold else "")
+        + "; training and labeling saw only the boxes (ground-truth masks hidden, no validation during training); "
+        "scores against the hidden masks.",
         f"Spec: {payload['spec_path']}" + (f" with overrides {' '.join(args.overrides)}" if args.overrides else ""),
-        f"Peers on the same boxes: box filled as the mask; OpenCV GrabCut, 5 iterations, initialised with the box, "
+        f"Peers on the same boxes: box filled as the mask; the ellipse inscribed in the box; OpenCV GrabCut, "
+        "5 iterations, initialised with the box, "
         f"on the box grown by {args.grabcut_context:g} of its width/height per side (clipped to the image).",
         f"Budget: pretrain + train + label <= {BUDGET_S // 60} min wall time on this CPU: "
         f"{timings['total_s'] / 60:.1f} min" + ("" if within is None else (" (within)" if within else " (OVER)")),

@@ -1,0 +1,60 @@
+"""benchmarks/quality.py's data split and its shape-prior peer, on the synthetic data the tests share."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import quality
+from mal.data.coco import load_coco
+from mal.engine.evaluate import score_labels
+from mal.masks import decode_rle
+
+
+@pytest.fixture
+def shapes(synthetic_coco: Callable[..., Path]) -> Path:
+    return synthetic_coco(num_images=8, seed=0)
+
+
+def _image_ids(path: Path) -> list[int]:
+    return [image["id"] for image in json.loads(path.read_text())["images"]]
+
+
+def test_the_two_folds_split_the_images_by_id_and_hide_the_masks(shapes, tmp_path):
+    everything = sorted(_image_ids(shapes / "annotations.json"))
+    halves = []
+    for fold in (1, 2):
+        work = tmp_path / f"fold{fold}"
+        work.mkdir()
+        gt_path, boxes_path, _ = quality.prepare_files(shapes, work, None, fold)
+        ids = _image_ids(gt_path)
+        assert ids == _image_ids(boxes_path)
+        gt, boxes = json.loads(gt_path.read_text()), json.loads(boxes_path.read_text())
+        assert {ann["image_id"] for ann in gt["annotations"]} <= set(ids)
+        assert all("segmentation" in ann for ann in gt["annotations"])
+        assert not any("segmentation" in ann for ann in boxes["annotations"])
+        assert len(boxes["annotations"]) == len(gt["annotations"]) > 0
+        halves.append(ids)
+    assert halves[0] == everything[:4] and halves[1] == everything[4:]
+
+
+def test_the_ellipse_peer_is_the_inscribed_ellipse(shapes, tmp_path):
+    gt_path, _, images = quality.prepare_files(shapes, tmp_path, None)
+    gt = load_coco(gt_path, images, load_mask=True)
+    labels = quality.ellipse_labels(gt)
+    assert len(labels) == len(gt)
+    for label in labels[:5]:
+        row = int(np.flatnonzero(gt.ann_ids == label.ann_id)[0])
+        x0, y0, x1, y1 = gt.boxes_xyxy[row].tolist()
+        mask = decode_rle(label.segmentation).astype(bool)
+        assert mask.sum() == pytest.approx(np.pi * (x1 - x0) * (y1 - y0) / 4, rel=0.15)
+        assert mask[int((y0 + y1) / 2), int((x0 + x1) / 2)]
+        assert not mask[int(y0), int(x0)] and not mask[int(y1) - 1, int(x1) - 1]  # the box's corners are out
+        ys, xs = np.nonzero(mask)
+        assert xs.min() >= int(x0) and xs.max() < x1 and ys.min() >= int(y0) and ys.max() < y1
+    scores = score_labels(gt, labels)
+    assert 0.0 < scores["mIoU"] < 1.0

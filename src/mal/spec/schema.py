@@ -230,7 +230,8 @@ class TrainConfig(Section):
     crf_value_low_thres: float = Field(0.1, ge=0.0, lt=1.0)
     """Lower clamp of the mean-field probabilities."""
     crf_size_ratio: int = Field(1, ge=1, le=8)
-    """The mean-field runs at the output resolution divided by this."""
+    """The mean-field of the CRF loss runs at the network's output resolution times this (2: twice as many rows and
+    columns, about four times the cost)."""
     num_threads: int = Field(0, ge=0, le=1024)
     """CPU threads for torch (0: torch's default)."""
 

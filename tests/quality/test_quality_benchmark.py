@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import quality_diagnose
 
 import quality
 from mal.data.coco import load_coco
 from mal.engine.evaluate import score_labels
-from mal.masks import decode_rle
+from mal.masks import decode_rle, segmentation_to_rle
 
 
 @pytest.fixture
@@ -58,3 +59,23 @@ def test_the_ellipse_peer_is_the_inscribed_ellipse(shapes, tmp_path):
         assert xs.min() >= int(x0) and xs.max() < x1 and ys.min() >= int(y0) and ys.max() < y1
     scores = score_labels(gt, labels)
     assert 0.0 < scores["mIoU"] < 1.0
+
+
+def test_the_diagnosis_of_perfect_labels(shapes, tmp_path):
+    gt_path, _, _ = quality.prepare_files(shapes, tmp_path, None)
+    gt = json.loads(gt_path.read_text())
+    perfect = [{**ann, "segmentation": segmentation_to_rle(ann["segmentation"], _size(gt, ann))}
+               for ann in gt["annotations"]]
+    (tmp_path / "labels.json").write_text(json.dumps({**gt, "annotations": perfect}))
+    report = quality_diagnose.diagnose(tmp_path)
+    assert report["masks"] == len(perfect) and report["mean_instance_iou"] == pytest.approx(1.0)
+    assert report["median_predicted_fill"] == report["median_true_fill"] < 1.0
+    assert report["fill_correlation"] == pytest.approx(1.0)
+    assert sum(row["masks"] for row in report["by_true_fill"]) == len(perfect)
+    coarse, fine = report["perfect_mask_iou_through_grid"]["24"], report["perfect_mask_iou_through_grid"]["48"]
+    assert 0.8 < coarse < fine <= 1.0  # a finer grid loses less of a true mask
+
+
+def _size(gt: dict, ann: dict) -> tuple[int, int]:
+    image = next(image for image in gt["images"] if image["id"] == ann["image_id"])
+    return image["height"], image["width"]

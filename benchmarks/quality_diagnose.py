@@ -86,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("work_dir", type=Path, help="a benchmarks/quality.py work folder (gt.json, labels.json)")
     args = parser.parse_args(argv)
-    print(json.dumps(diagnose(args.work_dir.resolve()), indent=1))
+    work_dir = args.work_dir.resolve()
+    missing = [name for name in ("gt.json", "labels.json") if not (work_dir / name).is_file()]
+    if missing:
+        parser.error(f"{work_dir} has no {' or '.join(missing)}; give the work folder of a finished "
+                     "benchmarks/quality.py run (default benchmarks/out/quality_<dataset>)")
+    print(json.dumps(diagnose(work_dir), indent=1))
     return 0
 
 

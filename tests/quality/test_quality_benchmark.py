@@ -62,12 +62,12 @@ def test_the_ellipse_peer_is_the_inscribed_ellipse(shapes, tmp_path):
 
 
 def test_the_diagnosis_of_perfect_labels(shapes, tmp_path):
-    gt_path, _, _ = quality.prepare_files(shapes, tmp_path, None)
+    gt_path, _, images = quality.prepare_files(shapes, tmp_path, None)
     gt = json.loads(gt_path.read_text())
     perfect = [{**ann, "segmentation": segmentation_to_rle(ann["segmentation"], _size(gt, ann))}
                for ann in gt["annotations"]]
     (tmp_path / "labels.json").write_text(json.dumps({**gt, "annotations": perfect}))
-    report = quality_diagnose.diagnose(tmp_path)
+    report = quality_diagnose.diagnose(tmp_path, images)
     assert report["masks"] == len(perfect) and report["mean_instance_iou"] == pytest.approx(1.0)
     assert report["median_predicted_fill"] == report["median_true_fill"] < 1.0
     assert report["fill_correlation"] == pytest.approx(1.0)

@@ -130,15 +130,18 @@ def ellipse_labels(coco: CocoBoxes) -> list[BoxLabel]:
     labels = []
     for image_id, rows in coco.boxes_by_image.items():
         image = coco.images[image_id]
-        ys = np.arange(image.height, dtype=np.float64)[:, None] + 0.5
-        xs = np.arange(image.width, dtype=np.float64)[None, :] + 0.5
         for chunk in np.array_split(rows, max(1, len(rows) // 32)):  # a nuclei image holds hundreds of boxes
-            masks = []
-            for x0, y0, x1, y1 in coco.boxes_xyxy[chunk].tolist():
-                half_w, half_h = max((x1 - x0) / 2, 1e-6), max((y1 - y0) / 2, 1e-6)
-                inside = ((xs - (x0 + x1) / 2) / half_w) ** 2 + ((ys - (y0 + y1) / 2) / half_h) ** 2 <= 1.0
-                masks.append(inside)
-            labels += _labels_from_masks(coco, chunk, encode_masks(np.stack(masks, axis=-1)))
+            masks = np.zeros((image.height, image.width, len(chunk)), dtype=np.uint8, order="F")
+            for slot, (x0, y0, x1, y1) in enumerate(coco.boxes_xyxy[chunk].tolist()):
+                # Only the box's own pixels can be inside its ellipse.
+                r0, r1 = max(int(np.floor(y0)), 0), min(int(np.ceil(y1)), image.height)
+                c0, c1 = max(int(np.floor(x0)), 0), min(int(np.ceil(x1)), image.width)
+                ys = np.arange(r0, r1, dtype=np.float64)[:, None] + 0.5
+                xs = np.arange(c0, c1, dtype=np.float64)[None, :] + 0.5
+                across = ((xs - (x0 + x1) / 2) / max((x1 - x0) / 2, 1e-6)) ** 2
+                down = ((ys - (y0 + y1) / 2) / max((y1 - y0) / 2, 1e-6)) ** 2
+                masks[r0:r1, c0:c1, slot] = across + down <= 1
+            labels += _labels_from_masks(coco, chunk, encode_masks(masks))
     return labels
 
 

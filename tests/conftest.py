@@ -12,15 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from support.datasets import synthetic_dataset
 
 # One CPU thread per test and per process it starts (they inherit the variable): `make test` runs two pytest
 # workers on a 2-core machine, where a second intra-op thread per worker only makes the two wait on each other
-# (a 13 s training took 73 s so).
+# (a 13 s training took 73 s so). Set before torch is imported, which reads it then.
 os.environ["OMP_NUM_THREADS"] = "1"
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

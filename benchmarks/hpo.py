@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/hpo.py --jobs 2   # 5 tasks x 100 seeds (about 25 minutes on two cores)
     .venv/bin/python benchmarks/hpo.py --quick    # 2 tasks x 2 seeds, a smoke run
 
+Each run is written to benchmarks/out/<stem>.runs.jsonl as it ends; after an interruption the same command with
+--resume runs only what is missing.
+
 Protocol (the one TAO's brains were measured with, see docs/ALGORITHMS.md): tasks 3945, 7593, 34539, 126025,
 189909; the 7 non-fidelity hyperparameters with config_space.json's ranges and log scales; epoch fidelity
 1..52; one worker on a simulated clock; a budget of 30 full-fidelity equivalents (30 x 52 epochs) where every
@@ -30,7 +33,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,7 @@ BUDGET_FFE = 30
 TARGET_FFE = BUDGET_FFE / 5  # issue 10: reach random search's final regret with at most 1/5 of its budget
 CHECKPOINTS = (1, 2, 3, 5, 6, 10, 15, 20, 30)
 RESULTS = Path(__file__).resolve().parent / "results"
+JOURNALS = Path(__file__).resolve().parent / "out"  # runs finished so far, for --resume (not committed)
 
 SETTINGS: dict[str, Any] = {
     "metric": "val_accuracy",
@@ -202,8 +206,8 @@ def summarise(
             raise ValueError(f"task {task}: the worst reference {worst[task]} is not below the best value observed")
     for run in runs:
         regret = best_any[run["task"]] - np.asarray(run["best_so_far"])
-        run["regret"] = regret.tolist()
-        run["normalised_regret"] = (regret / scale[run["task"]]).tolist()
+        run["regret"] = regret  # arrays, not lists: 35 tasks x 100 seeds x 9 algorithms of 1,560 epochs each
+        run["normalised_regret"] = regret / scale[run["task"]]
 
     def at(run: dict[str, Any], key: str, ffe: float) -> float:
         return float(run[key][round(ffe * MAX_EPOCH) - 1])
@@ -422,6 +426,15 @@ def benchmark_parser(description: str | None, seeds: int) -> argparse.ArgumentPa
     return parser
 
 
+def add_resume_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the runs that an interrupted invocation with the same --stem finished (each run is kept in "
+        "benchmarks/out/<stem>.runs.jsonl as it ends, until the report is written)",
+    )
+
+
 def resolve_tasks(args: argparse.Namespace) -> bool:
     """Expands --tasks all / others and --quick in place; False (after saying why) when the surrogate is missing."""
     if not (DATA_DIR / "model.onnx").is_file():
@@ -436,18 +449,89 @@ def resolve_tasks(args: argparse.Namespace) -> bool:
     return True
 
 
-def run_jobs(run: Callable[[Any], dict[str, Any]], jobs: list[Any], processes: int) -> list[dict[str, Any]]:
-    """Every job's run, in `processes` worker processes, or here with one progress line per run on stderr."""
-    if processes > 1:
-        with ProcessPoolExecutor(processes) as pool:
-            return list(pool.map(run, jobs))
-    runs = []
-    for i, job in enumerate(jobs, 1):
-        runs.append(run(job))
-        done = runs[-1]
-        print(f"[{i}/{len(jobs)}] {done['algorithm']} task {done['task']} seed {done['seed']}: "
-              f"{done['seconds']:.1f}s", file=sys.stderr, flush=True)  # fmt: skip
-    return runs
+def run_jobs(
+    run: Callable[[Any], dict[str, Any]], jobs: list[Any], processes: int, journal: Path | None = None
+) -> list[dict[str, Any]]:
+    """Every job's run, in job order, from `processes` worker processes, with one progress line per run on stderr.
+
+    With a `journal`, each run is appended to it as one line the moment it ends, and runs the journal already holds
+    (an interrupted invocation with the same jobs) are read back instead of being run again, so a multi-hour
+    benchmark survives being stopped. A job is known by its JSON text: the same label, task, seed and settings."""
+    keys = [json.dumps(job, sort_keys=True) for job in jobs]
+    runs: dict[int, dict[str, Any]] = {}
+    if journal is not None:
+        index = {key: i for i, key in enumerate(keys)}
+        for key, done in read_journal(journal):
+            if key in index:
+                runs[index[key]] = done
+        if runs:
+            print(f"{journal}: {len(runs)} of {len(jobs)} runs already done, resuming", file=sys.stderr, flush=True)
+    todo = [i for i in range(len(jobs)) if i not in runs]
+    sink = journal.open("a", encoding="utf-8") if journal is not None else None
+
+    def finished(i: int, result: dict[str, Any]) -> None:
+        runs[i] = result
+        if sink is not None:
+            sink.write(json.dumps({"job": keys[i], "run": encode_run(result)}) + "\n")
+            sink.flush()
+        print(f"[{len(runs)}/{len(jobs)}] {result['algorithm']} task {result['task']} seed {result['seed']}: "
+              f"{result['seconds']:.1f}s", file=sys.stderr, flush=True)  # fmt: skip
+
+    try:
+        if processes > 1 and len(todo) > 1:
+            with ProcessPoolExecutor(processes) as pool:
+                futures = {pool.submit(run, jobs[i]): i for i in todo}
+                for future in as_completed(futures):
+                    finished(futures[future], future.result())
+        else:
+            for i in todo:
+                finished(i, run(jobs[i]))
+    finally:
+        if sink is not None:
+            sink.close()
+    return [runs[i] for i in range(len(jobs))]
+
+
+def encode_run(run: dict[str, Any]) -> dict[str, Any]:
+    """A run for the journal: its best-so-far curve (one value per charged epoch, a step function) as the epochs
+    where it changes and the new values, which is 1,560 floats down to a few dozen."""
+    curve = np.asarray(run["best_so_far"], dtype=float)
+    known = ~np.isnan(curve)
+    changed = np.flatnonzero(known & ~(np.r_[False, known[:-1]] & (curve == np.r_[np.nan, curve[:-1]])))
+    steps = [[int(i), float(curve[i])] for i in changed]
+    return {**{k: v for k, v in run.items() if k != "best_so_far"}, "length": len(curve), "steps": steps}
+
+
+def decode_run(entry: dict[str, Any]) -> dict[str, Any]:
+    """The run `encode_run` wrote, with its best-so-far curve rebuilt (NaN before the first observation)."""
+    curve = np.full(entry["length"], np.nan)
+    for i, value in entry["steps"]:
+        curve[i:] = value
+    run = {k: v for k, v in entry.items() if k not in ("length", "steps")}
+    return {**run, "best_so_far": curve.tolist()}
+
+
+def read_journal(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(job key, run) of every complete line of a journal; a line cut short by a crash is skipped."""
+    if not path.is_file():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            entries.append((record["job"], decode_run(record["run"])))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return entries
+
+
+def journal_path(stem: str, resume: bool) -> Path:
+    """benchmarks/out/<stem>.runs.jsonl, emptied unless `resume` (then its runs are reused)."""
+    path = JOURNALS / f"{stem}.runs.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        path.unlink(missing_ok=True)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -462,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oracle-ranks", action="store_true",
                         help="diagnostic: tell the algorithms every configuration's 52-epoch val_accuracy, whatever "
                              "it trained to (charging and what is observed do not change)")  # fmt: skip
+    add_resume_option(parser)
     args = parser.parse_args(argv)
     args.command_args = command_args(argv)
     if not resolve_tasks(args):
@@ -475,12 +560,13 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [
         (a, t, s, overrides, args.oracle_ranks) for a in args.algorithms for t in args.tasks for s in range(args.seeds)
     ]
+    stem = args.stem or ("hpo_lcbench_quick" if args.quick else "hpo_lcbench")
+    journal = journal_path(stem, args.resume)
     started = time.perf_counter()
-    runs = run_jobs(_run, jobs, args.jobs)
+    runs = run_jobs(_run, jobs, args.jobs, journal)
     seconds = time.perf_counter() - started
     worst = {task: worst_final_accuracy(task) for task in args.tasks}
     summary = summarise(runs, args.algorithms, args.tasks, worst)
-    stem = args.stem or ("hpo_lcbench_quick" if args.quick else "hpo_lcbench")
     protocol = {
         "tasks": args.tasks,
         "seeds": args.seeds,
@@ -501,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(RESULTS / f"{stem}_stats.md", stats_table + "\n")
     title = "YAHPO LCBench surrogate, 1 worker" + (": oracle ranks (a diagnostic)" if args.oracle_ranks else "")
     plot(summary, RESULTS / f"{stem}.png", title)
+    journal.unlink(missing_ok=True)  # the report holds every run now
     print(table)
     print(stats_table)
     return 0

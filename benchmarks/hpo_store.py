@@ -283,14 +283,17 @@ def markdown(comparison: Mapping[str, Any], args: argparse.Namespace, seconds: f
 def main(argv: list[str] | None = None) -> int:
     parser = hpo.benchmark_parser(__doc__, seeds=20)
     parser.add_argument("--algorithms", nargs="+", default=list(STORE_ALGORITHMS), choices=STORE_ALGORITHMS)
+    hpo.add_resume_option(parser)
     args = parser.parse_args(argv)
     args.command_args = hpo.command_args(argv)
     if not hpo.resolve_tasks(args):
         return 2
     jobs = [(a, t, s, p) for a in args.algorithms for p in ("single", "store") for t in args.tasks
             for s in range(args.seeds)]  # fmt: skip
+    stem = "hpo_store_quick" if args.quick else "hpo_store"
+    journal = hpo.journal_path(stem, args.resume)
     started = time.perf_counter()
-    runs = hpo.run_jobs(run_one, jobs, args.jobs)
+    runs = hpo.run_jobs(run_one, jobs, args.jobs, journal)
     seconds = time.perf_counter() - started
     labels = [label for a in args.algorithms for label in (a, f"{a}{STORE_SUFFIX}")]
     worst = {task: worst_final_accuracy(task) for task in args.tasks}
@@ -326,11 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         "worst": worst,
         "runs": hpo.run_table(per_run),
     }
-    stem = "hpo_store_quick" if args.quick else "hpo_store"
     table = markdown(comparison, args, seconds)
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS / f"{stem}.json", json.dumps(hpo._json_safe(report), separators=(",", ":")) + "\n")
     atomic_write_text(RESULTS / f"{stem}.md", table)
+    journal.unlink(missing_ok=True)  # the report holds every run now
     print(table)
     return 0
 

@@ -91,3 +91,39 @@ def test_against_adds_a_variant_of_the_file_to_the_baselines(tmp_path, capsys):
     assert "| AUC - mobster |" in text
     assert hpo_stats.main([str(path), "--rounds", "20", "--against", "asha"]) == 2
     assert "no such algorithm" in capsys.readouterr().err
+
+
+def test_the_gain_over_random_search_is_compared_with_taos_own_gain(tmp_path):
+    """Our random search 2 points behind TAO's and the GP 1.5 points behind TAO's GP at 10 FFE: the GP loses on
+    raw regret, yet gains 1.5 points over its own random search where TAO's gains 1.0, so the gain column wins.
+    At 30 FFE our GP gains 2.0 where TAO's gains 3.74: that loses."""
+    best = {"3945": 99.609}  # TAO's value: the stored regret is already on TAO's scale
+    curves = {}
+    for s in range(6):
+        jitter = 0.01 * s
+        random_10, gp_10 = 5.98 + 2.0 + jitter, 4.98 + 1.5 + jitter
+        curves[("random", "3945", s)] = [9.0] * 5 + [random_10, 6.0, 5.5, 5.0 + jitter]
+        curves[("bayesian", "3945", s)] = [9.0] * 5 + [gp_10, 4.0, 3.5, 3.0 + jitter]
+    path = _result(tmp_path / "r.json", curves, best, {"3945": 80.0})
+    stats, text = hpo_stats.analyse(path, rounds=200)
+    gp = stats["tao_protocol"]["bayesian"]
+    assert not gp["10"]["better_than_tao"]  # raw: 6.48 against TAO's 4.98
+    assert gp["10"]["gain_over_random"] == pytest.approx(-1.5)
+    assert gp["10"]["tao_gain_over_random"] == pytest.approx(4.98 - 5.98)
+    assert gp["10"]["gain_difference"] == pytest.approx(-0.5)
+    low, high = gp["10"]["gain_difference_interval90"]
+    assert low < -0.5 < high < 0 and gp["10"]["gains_more_than_tao"]
+    assert gp["30"]["gain_difference"] == pytest.approx(-2.0 - (0.70 - 4.44))
+    assert not gp["30"]["gains_more_than_tao"]
+    assert "gain_over_random" not in stats["tao_protocol"]["random"]["10"]  # random is the control
+    assert "| bayesian | -1.50 | -1.00 | -0.50 [" in text
+
+
+def test_a_ten_seed_measurement_moves_more_than_the_hundred_seed_median():
+    rng = np.random.default_rng(3)
+    values = {(t, s): float(rng.normal(5.0, 2.0)) for t in "abcde" for s in range(100)}
+    low, high = hpo_stats.ten_seed_range(values, rounds=500)
+    _, full_low, full_high = hpo_stats.two_level_bootstrap(values, np.median, rounds=500, resample_tasks=False)
+    assert low < full_low < full_high < high and low < 5.0 < high
+    assert hpo_stats.ten_seed_range({(t, s): 1.0 for t in "ab" for s in range(12)}, rounds=50) == [1.0, 1.0]
+    assert all(np.isnan(hpo_stats.ten_seed_range({("a", s): 1.0 for s in range(6)}, rounds=50)))  # too few seeds

@@ -15,6 +15,9 @@ The protocol:
    (5 iterations, initialised with the box, on the box grown by `--grabcut-context` of its size per side).
 5. How well each label's `score` and `quality` rank the masks: Spearman correlation with the true IoU, and the
    share of bad masks (IoU < 0.5) among the 10 % ranked lowest, against the share overall.
+6. Optional, `--second-round [KEY=VALUE ...]`: MAL's second stage. A fresh model trains on the first round's
+   labels (the same boxes with their masks and quality), learning from those masks through
+   train.loss_mask_weight (1 unless given), and its labels are the ones scored; the budget counts both rounds.
 Results: benchmarks/results/<name>.json and .md (numbers, timings, the command, the spec text).
 """
 
@@ -93,6 +96,22 @@ def run_mal(action: str, spec: Path, overrides: list[str], log_path: Path) -> fl
         tail = log_path.read_text().splitlines()[-5:]
         raise SystemExit(f"mal {action} failed with exit {result.returncode}; see {log_path}:\n" + "\n".join(tail))
     return seconds
+
+
+def second_round(spec_path: Path, common: list[str], first_labels: Path, boxes_path: Path, image_dir: Path,
+                 work_dir: Path, label_path: Path, overrides: list[str]) -> tuple[float, float]:
+    """Train a fresh model on the first round's labels (boxes plus their masks, which the mask loss learns from
+    where they are sure) and label the hidden-mask boxes again; returns (train, label) seconds."""
+    given = any(pair.startswith("train.loss_mask_weight=") for pair in overrides)
+    weight = [] if given else ["train.loss_mask_weight=1"]
+    kept = [pair for pair in common if not pair.startswith(("results_dir=", "dataset.train_ann_path="))]
+    round2 = [*kept, f"results_dir={work_dir / 'run2'}", f"dataset.train_ann_path={first_labels}", *weight,
+              *overrides]  # fmt: skip
+    train_s = run_mal("train", spec_path, round2, work_dir / "train2.log")
+    label_s = run_mal("inference", spec_path,
+                      [*round2, f"inference.ann_path={boxes_path}", f"inference.img_dir={image_dir}",
+                       f"inference.label_dump_path={label_path}"], work_dir / "inference2.log")  # fmt: skip
+    return train_s, label_s
 
 
 def spec_has_pretrain(spec_path: Path) -> bool:
@@ -289,6 +308,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-peers", action="store_true", help="score only our labels")
     parser.add_argument("--skip-train", action="store_true", help="reuse the trained checkpoint in the work folder")
     parser.add_argument("--no-results", action="store_true", help="print, but write nothing to benchmarks/results")
+    parser.add_argument("--second-round", action="append", default=None, metavar="KEY=VALUE", nargs="*",
+                        help="train again on the first round's labels (their masks teach through "
+                             "train.loss_mask_weight, 1 unless given here) and score that second round's labels; "
+                             "KEY=VALUE pairs apply to the second round only")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="spec overrides passed to every mal command (key=value)")
     return parser.parse_intermixed_args(argv)
 
@@ -311,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         *args.overrides,
     ]
 
+    second = None if args.second_round is None else [pair for group in args.second_round for pair in group]
+    final_label_path = label_path
+    if second is not None:
+        label_path = work_dir / "labels_round1.json"
     timings: dict[str, float] = {}
     if not args.skip_train:
         if spec_has_pretrain(spec_path):
@@ -328,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
         ],
         work_dir / "inference.log",
     )
+    if second is not None:
+        timings["train2_s"], timings["label2_s"] = second_round(
+            spec_path, common, label_path, boxes_path, image_dir, work_dir, final_label_path, second
+        )
+        label_path = final_label_path
     timings["total_s"] = sum(timings.values())
 
     gt = load_coco(gt_path, image_dir, load_mask=True)
@@ -362,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         "spec": spec_path.read_text(),
         "overrides": args.overrides,
         "fold": args.fold,
+        "second_round": second,
         "grabcut_context": args.grabcut_context,
         "timings_s": timings,
         "budget_s": BUDGET_S,
@@ -373,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         + (f" (fold {args.fold}: half of the images by id)" if args.fold else "")
         + "; training and labeling saw only the boxes (ground-truth masks hidden, no validation during training); "
         "scores against the hidden masks.",
-        f"Spec: {payload['spec_path']}" + (f" with overrides {' '.join(args.overrides)}" if args.overrides else ""),
+        f"Spec: {payload['spec_path']}" + (f" with overrides {' '.join(args.overrides)}" if args.overrides else "")
+        + ("" if second is None else f"; a second round trained on the first round's labels ({' '.join(second)})"),
         f"Peers on the same boxes: box filled as the mask; the ellipse inscribed in the box; OpenCV GrabCut, "
         "5 iterations, initialised with the box, "
         f"on the box grown by {args.grabcut_context:g} of its width/height per side (clipped to the image).",

@@ -10,6 +10,7 @@ import torch
 
 import mal.data.datasets as datasets_module
 from mal.data.coco import load_coco
+from mal.data.crops import crop_and_resize
 from mal.data.datasets import (
     ImageGroupedBatchSampler,
     TrainBoxDataset,
@@ -135,3 +136,40 @@ def test_label_loader_splits_crowded_images(coco):
     loader = build_label_loader(coco, 16, 1, 0, image_ids=[int(coco.image_ids[0])])
     sizes = [len(batch["ann_id"]) for batch in loader]
     assert sizes == [1] * len(coco.boxes_by_image[int(coco.image_ids[0])])
+
+
+def test_a_label_files_own_masks_come_as_targets_cropped_and_flipped_like_the_images(write_coco, synthetic_raw):
+    """A second round trains on a first round's labels: each item carries its annotation's mask, cropped with the
+    same crop box and flipped with the same flip as the image, unless its quality is below the bar (or, without a
+    quality, its score) or it has no segmentation; a mask drawn by a person (neither key) always counts."""
+    raw = synthetic_raw
+    for index, annotation in enumerate(raw["annotations"]):
+        if index % 3 == 0:
+            annotation["quality"] = 0.2
+        elif index % 3 == 1:
+            annotation["score"] = 0.9
+    del raw["annotations"][2]["segmentation"]
+    ann_path, image_dir = write_coco(raw)
+    coco = load_coco(ann_path, image_dir, load_mask=True)
+    dataset = TrainBoxDataset(coco, crop_size=32, min_obj_size=0, seed=3, mask_min_confidence=0.5)
+    batch = dataset.__getitems__(list(range(len(dataset))))
+    assert batch["mask_target"].shape == batch["box_mask"].shape == (len(dataset), 1, 32, 32)
+    flipped_some = False
+    for i, ann_id in enumerate(batch["ann_id"].tolist()):
+        row = coco.row_of_ann[ann_id]
+        annotation = coco.annotations[row]
+        expected_used = "segmentation" in annotation and annotation.get("quality", 1.0) >= 0.5
+        assert bool(batch["mask_target_used"][i]) == expected_used, annotation
+        if not expected_used:
+            assert batch["mask_target"][i].sum() == 0
+            continue
+        mask = torch.from_numpy(coco.gt_mask(ann_id)).float()[None]
+        expected = crop_and_resize(mask, batch["crop_box"][i : i + 1], 32)[0]
+        if batch["flipped"][i]:
+            expected, flipped_some = expected.flip(-1), True
+        torch.testing.assert_close(batch["mask_target"][i], expected)
+        assert (batch["mask_target"][i] > 0.5).sum() > 0
+    assert flipped_some  # the flip was exercised
+    assert bool(batch["mask_target_used"].any()) and not bool(batch["mask_target_used"].all())
+    plain = TrainBoxDataset(coco, crop_size=32, min_obj_size=0, seed=3).__getitems__([0])
+    assert "mask_target" not in plain  # boxes only unless asked

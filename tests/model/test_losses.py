@@ -181,3 +181,29 @@ def test_mal_losses_combine_the_ramped_terms() -> None:
     assert student.grad is not None and torch.isfinite(student.grad).all()
     at_start = mal_losses(student, teacher, image, box, step=0)
     assert at_start["loss"].item() == 0.0 and at_start["raw_mil"].item() > 0.0
+
+
+def test_the_mask_loss_learns_only_where_the_given_mask_is_sure():
+    """A 16x16 target with a vertical edge at column 8: logits that disagree only on the outline columns (7, 8) cost
+    the same as perfect ones; logits that disagree inside cost more; an unused crop adds nothing."""
+    from mal.model.losses import mask_target_loss
+
+    target = torch.zeros(2, 1, 16, 16)
+    target[:, :, :, 8:] = 1.0
+    perfect = (target * 2 - 1) * 8.0
+    wrong_on_outline = perfect.clone()
+    wrong_on_outline[:, :, :, 7:9] *= -1
+    wrong_inside = perfect.clone()
+    wrong_inside[:, :, :, 12:] *= -1
+    used = torch.tensor([True, True])
+    base = mask_target_loss(perfect, target, used)
+    assert base < 1e-3
+    assert torch.isclose(mask_target_loss(wrong_on_outline, target, used), base)
+    assert mask_target_loss(wrong_inside, target, used) > 1.0
+    # The target at crop resolution is resized to the logits' (here 4x finer target, same edge).
+    fine = torch.nn.functional.interpolate(target, scale_factor=4, mode="nearest")
+    assert torch.isclose(mask_target_loss(wrong_on_outline, fine, used), base)
+    logits = wrong_inside.clone().requires_grad_(True)
+    loss = mask_target_loss(logits, target, torch.tensor([False, False]))
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad is not None and logits.grad.abs().sum() == 0

@@ -79,3 +79,24 @@ def test_the_diagnosis_of_perfect_labels(shapes, tmp_path):
 def _size(gt: dict, ann: dict) -> tuple[int, int]:
     image = next(image for image in gt["images"] if image["id"] == ann["image_id"])
     return image["height"], image["width"]
+
+
+def test_a_second_round_trains_on_the_first_rounds_labels_and_scores_its_own(shapes, tmp_path, capsys):
+    from support.specs import write_tiny_spec
+
+    spec = write_tiny_spec(tmp_path / "spec.yaml", shapes / "annotations.json", shapes / "images",
+                           overrides={"train.num_epochs": 1, "dataset.min_obj_size": 0})  # fmt: skip
+    work = tmp_path / "work"
+    args = [str(shapes), "--spec", str(spec), "--skip-peers", "--no-results", "--work-dir", str(work)]
+    assert quality.main([*args, "--second-round", "train.loss_mask_min_quality=0.3"]) == 0
+    timings = json.loads(capsys.readouterr().out)["timings"]
+    assert {"train_s", "label_s", "train2_s", "label2_s"} <= set(timings)
+    first = json.loads((work / "labels_round1.json").read_text())
+    assert all("segmentation" in ann and "quality" in ann for ann in first["annotations"])
+    command = (work / "train2.log").read_text().splitlines()[0]
+    assert f"dataset.train_ann_path={work / 'labels_round1.json'}" in command
+    assert "train.loss_mask_weight=1" in command and command.endswith("train.loss_mask_min_quality=0.3")
+    assert f"results_dir={work / 'run2'}" in command and f"results_dir={work / 'run'} " not in command
+    assert list((work / "run2" / "train").glob("*.pth"))
+    second = json.loads((work / "labels.json").read_text())
+    assert [a["id"] for a in second["annotations"]] == [a["id"] for a in first["annotations"]]

@@ -77,6 +77,33 @@ def _box_fields(coco: CocoBoxes, rows: np.ndarray) -> dict[str, torch.Tensor]:
     }
 
 
+def annotation_confidence(annotation: dict[str, Any]) -> float:
+    """How much a label file trusts its own mask: `quality`, else `score`, else 1 (a mask drawn by a person)."""
+    for key in ("quality", "score"):
+        value = annotation.get(key)
+        if isinstance(value, int | float) and math.isfinite(value):
+            return float(value)
+    return 1.0
+
+
+def _mask_targets(
+    coco: CocoBoxes, rows: np.ndarray, crop_boxes: torch.Tensor, crop_size: int, min_confidence: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The file's own masks of annotation `rows`, cropped like the images (N x 1 x S x S in [0, 1]), and which rows
+    have one that counts (a segmentation whose confidence is at least `min_confidence`)."""
+    targets = torch.zeros((len(rows), 1, crop_size, crop_size), dtype=torch.float32)
+    used = np.array([bool(coco.has_segmentation[row]) and annotation_confidence(coco.annotations[row])
+                     >= min_confidence for row in rows], dtype=bool)  # fmt: skip
+    image_ids = coco.image_ids[rows]
+    for image_id in dict.fromkeys(image_ids[used].tolist()):
+        positions = np.flatnonzero((image_ids == image_id) & used)
+        decoded = torch.from_numpy(coco.gt_masks(coco.ann_ids[rows[positions]])).float()  # K x H x W
+        targets[torch.from_numpy(positions)] = crop_and_resize(
+            list(decoded[:, None]), list(crop_boxes[torch.from_numpy(positions)][:, None]), crop_size
+        )
+    return targets, torch.from_numpy(used)
+
+
 class TrainBoxDataset(Dataset):
     """One item per training box (area in (min_obj_size, max_obj_size], crowd boxes left out)."""
 
@@ -90,8 +117,11 @@ class TrainBoxDataset(Dataset):
         max_obj_size: float = math.inf,
         seed: int = 0,
         augment: TrainAugment | bool | None = True,
+        mask_min_confidence: float | None = None,
     ) -> None:
         self.coco = coco
+        # None: boxes only; else items carry the file's own masks as targets (train.loss_mask_weight)
+        self.mask_min_confidence = mask_min_confidence
         self.crop_size = int(crop_size)
         self.margin_rate = (float(margin_rate[0]), float(margin_rate[1]))
         self.seed = int(seed)
@@ -126,6 +156,11 @@ class TrainBoxDataset(Dataset):
         crop_boxes = expand_boxes(fields["box"], self.margin_rate, generator=generator)
         crops = _crop_rows(self.coco, rows, crop_boxes, self.crop_size)
         masks = box_masks(fields["box"], crop_boxes, self.crop_size)
+        extra: dict[str, torch.Tensor] = {}
+        if self.mask_min_confidence is not None:
+            targets, extra["mask_target_used"] = _mask_targets(self.coco, rows, crop_boxes, self.crop_size,
+                                                               self.mask_min_confidence)  # fmt: skip
+            masks = torch.cat([masks, targets], dim=1)  # one flip for both
         if self.augment is not None:
             views = self.augment(crops, masks, seed)
         else:
@@ -135,7 +170,9 @@ class TrainBoxDataset(Dataset):
                 "box_mask": masks,
                 "flipped": torch.zeros(len(rows), dtype=torch.bool),
             }
-        return {**views, "crop_box": crop_boxes, **fields}
+        if self.mask_min_confidence is not None:
+            views["box_mask"], extra["mask_target"] = views["box_mask"][:, :1], views["box_mask"][:, 1:]
+        return {**views, **extra, "crop_box": crop_boxes, **fields}
 
 
 class ImageGroupedBatchSampler(Sampler[list[int]]):
@@ -289,8 +326,10 @@ def build_train_loader(
     augment: bool = True,
     drop_last: bool = False,
     pin_memory: bool = False,
+    mask_min_confidence: float | None = None,
 ) -> DataLoader:
-    """Shuffled batches of `batch_size` training boxes; deterministic for a seed and epoch."""
+    """Shuffled batches of `batch_size` training boxes; deterministic for a seed and epoch. With
+    `mask_min_confidence`, batches also carry the file's own masks (`mask_target`, `mask_target_used`)."""
     dataset = TrainBoxDataset(
         coco,
         crop_size=crop_size,
@@ -299,6 +338,7 @@ def build_train_loader(
         max_obj_size=max_obj_size,
         seed=seed,
         augment=augment,
+        mask_min_confidence=mask_min_confidence,
     )
     sampler = ImageGroupedBatchSampler(
         dataset.image_groups(),

@@ -23,9 +23,17 @@ def require(value: str | None, key: str, action: str) -> str:
 
 def load_train_coco(spec: ExperimentSpec) -> CocoBoxes:
     dataset = spec.dataset
-    return load_coco(require(dataset.train_ann_path, "dataset.train_ann_path", "train"),
+    with_masks = spec.train.loss_mask_weight > 0
+    coco = load_coco(require(dataset.train_ann_path, "dataset.train_ann_path", "train"),
                      require(dataset.train_img_dir, "dataset.train_img_dir", "train"),
-                     load_mask=False, cache_dir=_cache(spec))
+                     load_mask=with_masks, cache_dir=_cache(spec))
+    if with_masks and not coco.has_segmentation.any():
+        raise SpecError(
+            f"train.loss_mask_weight is {spec.train.loss_mask_weight:g} but {coco.ann_path} has no segmentation to "
+            "learn from; train on a label file with masks (e.g. one `mal inference` wrote) or set "
+            "train.loss_mask_weight=0."
+        )
+    return coco
 
 
 def load_val_coco(spec: ExperimentSpec, action: str = "train") -> CocoBoxes:
@@ -62,6 +70,7 @@ class MALDataModule(L.LightningDataModule):
             spec.train.seed, spec.train.margin_rate, spec.dataset.min_obj_size,
             spec.dataset.max_obj_size if spec.dataset.max_obj_size < 1e10 else math.inf,
             num_replicas=world_size, rank=rank,
+            mask_min_confidence=spec.train.loss_mask_min_quality if spec.train.loss_mask_weight > 0 else None,
         )
 
     def val_dataloader(self) -> DataLoader:

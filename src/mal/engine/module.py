@@ -20,7 +20,7 @@ from mal.engine.labeling import ground_truth, label_batch
 from mal.engine.schedule import lr_factor
 from mal.metrics import instance_ious
 from mal.model.inference import InferenceNet
-from mal.model.losses import LossConfig, mal_losses
+from mal.model.losses import LossConfig, mal_losses, mask_target_loss
 from mal.model.mal import MeanTeacher, build_masknet
 from mal.model.refine import CrfRefiner
 from mal.redaction import redact_tree
@@ -125,7 +125,14 @@ class MALModule(L.LightningModule):
             teacher_logits = self.mean_teacher.teacher(self._layout(batch["image"]))
         out = mal_losses(student_logits, teacher_logits, batch["image"], batch["box_mask"], self.global_step,
                          self.loss_cfg)
-        for name in ("loss", "loss_mil", "loss_crf"):
+        names = ["loss", "loss_mil", "loss_crf"]
+        mask_weight = float(self.config["train"].get("loss_mask_weight", 0.0))
+        if mask_weight > 0 and "mask_target" in batch:
+            out["loss_mask"] = mask_weight * mask_target_loss(student_logits, batch["mask_target"],
+                                                              batch["mask_target_used"])
+            out["loss"] = out["loss"] + out["loss_mask"]
+            names.append("loss_mask")
+        for name in names:
             value = out[name]
             if not torch.isfinite(value):
                 raise NonFiniteLossError(
@@ -136,6 +143,8 @@ class MALModule(L.LightningModule):
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=batch_size, sync_dist=False)
         self.log("train/loss_mil", out["loss_mil"], batch_size=batch_size)
         self.log("train/loss_crf", out["loss_crf"], batch_size=batch_size)
+        if "loss_mask" in out:
+            self.log("train/loss_mask", out["loss_mask"], batch_size=batch_size)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
         return out["loss"]
 

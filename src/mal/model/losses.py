@@ -204,3 +204,19 @@ def mal_losses(
         "weight_mil": weight_mil,
         "weight_crf": weight_crf,
     }
+
+
+def mask_target_loss(logits: torch.Tensor, target: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy against given masks (B x 1 x S x S in [0, 1], e.g. a first round's labels cropped like
+    the images) on the pixels they are sure of: at the logits' resolution, pixels whose 3 x 3 neighbourhood is not
+    (almost) all inside or all outside, which is the outline, are left out, and so are crops where `used` (B) is
+    False. 0 when no pixel counts."""
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        logits = logits.float()
+        resized = resize_to(target.float(), tuple(logits.shape[-2:]))
+        local = F.avg_pool2d(resized, 3, stride=1, padding=1, count_include_pad=False)
+        sure = ((local > 0.9) | (local < 0.1)) & used.to(logits.device).bool()[:, None, None, None]
+        if not bool(sure.any()):
+            return logits.sum() * 0.0
+        per_pixel = F.binary_cross_entropy_with_logits(logits, (resized > 0.5).float(), reduction="none")
+        return (per_pixel * sure).sum() / sure.sum()

@@ -232,6 +232,13 @@ class TrainConfig(Section):
     crf_size_ratio: int = Field(1, ge=1, le=8)
     """The mean-field of the CRF loss runs at the network's output resolution times this (2: twice as many rows and
     columns, about four times the cost)."""
+    loss_mask_weight: float = Field(0.0, ge=0.0, le=100.0)
+    """Weight of a mask loss on the training file's own segmentations, where an annotation has one (0: off). Meant
+    for a second round: train on the labels `mal inference` wrote in a first round, whose masks then teach the
+    pixels they are sure of (away from their outline); the MIL and CRF losses still apply to every box."""
+    loss_mask_min_quality: float = Field(0.0, ge=0.0, le=1.0)
+    """Segmentations whose annotation's `quality` (or, without one, `score`) is below this are left out of the mask
+    loss; those boxes keep the MIL and CRF losses only."""
     num_threads: int = Field(0, ge=0, le=1024)
     """CPU threads for torch (0: torch's default)."""
 

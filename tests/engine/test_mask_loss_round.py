@@ -39,7 +39,21 @@ def test_a_mask_loss_without_any_mask_to_learn_from_is_refused(synthetic, tmp_pa
     spec = write_tiny_spec(tmp_path / "spec.yaml", boxes, synthetic / "images",
                            overrides={"train.loss_mask_weight": 1.0})  # fmt: skip
     result = run_mal("train", "-e", str(spec), f"results_dir={tmp_path / 'run'}")
-    assert result.returncode != 0
+    assert result.returncode == 2  # the user's input
     assert "train.loss_mask_weight is 1 but" in result.stderr and "has no segmentation" in result.stderr
     assert str(boxes) in result.stderr
     assert not (tmp_path / "run" / "train").exists() or not list((tmp_path / "run" / "train").glob("*.pth"))
+
+
+def test_a_quality_bar_no_mask_reaches_is_refused(synthetic, tmp_path):
+    raw = json.loads((synthetic / "annotations.json").read_text())
+    for annotation in raw["annotations"]:
+        annotation["quality"] = 0.4
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps(raw))
+    spec = write_tiny_spec(tmp_path / "spec.yaml", labels, synthetic / "images",
+                           overrides={"train.loss_mask_weight": 1.0, "train.loss_mask_min_quality": 0.65})  # fmt: skip
+    result = run_mal("train", "-e", str(spec), f"results_dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert "train.loss_mask_min_quality is 0.65 but no mask of" in result.stderr
+    assert "the highest quality is 0.4" in result.stderr

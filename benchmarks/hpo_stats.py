@@ -218,6 +218,27 @@ def _interval(values: Sequence[float]) -> str:
     return f"[{values[0]:.3f}, {values[1]:.3f}]"
 
 
+def _per_budget_rows(rows: Mapping[str, Any], cells_of: Callable[[Mapping[str, Any]], list[str]]) -> list[str]:
+    """One markdown row per algorithm of TAO's protocol: the cells of its 10-FFE entry, then of its 30-FFE one."""
+    return [f"| {algorithm} | " + " | ".join(cell for x in ("10", "30") for cell in cells_of(row[x])) + " |"
+            for algorithm, row in rows.items()]  # fmt: skip
+
+
+def _raw_cells(entry: Mapping[str, Any]) -> list[str]:
+    ours = f"{entry['median']:.2f} {_interval(entry['interval90'])}"
+    if "tao" not in entry:
+        return [ours, "–", "–"]
+    mark = " ✓" if entry["better_than_tao"] else ""
+    return [ours, f"{entry['tao']:.2f}",
+            f"{entry['difference']:+.2f} {_interval(entry['difference_interval90'])}{mark}"]  # fmt: skip
+
+
+def _gain_cells(entry: Mapping[str, Any]) -> list[str]:
+    mark = " ✓" if entry["gains_more_than_tao"] else ""
+    return [f"{entry['gain_over_random']:+.2f}", f"{entry['tao_gain_over_random']:+.2f}",
+            f"{entry['gain_difference']:+.2f} {_interval(entry['gain_difference_interval90'])}{mark}"]  # fmt: skip
+
+
 def markdown(
     source: Path,
     tasks: int,
@@ -256,18 +277,7 @@ def markdown(
             "| algorithm | ours at 10 FFE | TAO | ours - TAO (90 %) | ours at 30 FFE | TAO | ours - TAO (90 %) |",
             "|---|---|---|---|---|---|---|",
         ]
-        for algorithm, row in tao.items():
-            cells = []
-            for x in ("10", "30"):
-                entry = row[x]
-                cells.append(f"{entry['median']:.2f} {_interval(entry['interval90'])}")
-                if "tao" in entry:
-                    mark = " ✓" if entry["better_than_tao"] else ""
-                    cells += [f"{entry['tao']:.2f}", f"{entry['difference']:+.2f} "
-                              f"{_interval(entry['difference_interval90'])}{mark}"]  # fmt: skip
-                else:
-                    cells += ["–", "–"]
-            lines.append(f"| {algorithm} | " + " | ".join(cells) + " |")
+        lines += _per_budget_rows(tao, _raw_cells)
         lines += ["", "✓: the whole 90 % interval of (ours - TAO) is below 0.", ""]
         gains = {a: row for a, row in tao.items() if "gain_difference" in row["10"]}
         if gains:
@@ -278,15 +288,7 @@ def markdown(
                 "ours - our random, 30 FFE | TAO - TAO's random | difference (90 %) |",
                 "|---|---|---|---|---|---|---|",
             ]
-            for algorithm, row in gains.items():
-                cells = []
-                for x in ("10", "30"):
-                    entry = row[x]
-                    mark = " ✓" if entry["gains_more_than_tao"] else ""
-                    cells += [f"{entry['gain_over_random']:+.2f}", f"{entry['tao_gain_over_random']:+.2f}",
-                              f"{entry['gain_difference']:+.2f} {_interval(entry['gain_difference_interval90'])}"
-                              f"{mark}"]  # fmt: skip
-                lines.append(f"| {algorithm} | " + " | ".join(cells) + " |")
+            lines += _per_budget_rows(gains, _gain_cells)
             lines += ["", "✓: the whole 90 % interval is below 0: the algorithm gains more over random search than "
                       "TAO's namesake does over TAO's. TAO's figures are fixed numbers (its own 10-seed noise is not "
                       "in the interval).", ""]  # fmt: skip

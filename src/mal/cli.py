@@ -33,7 +33,7 @@ SPEC_ACTIONS: dict[str, tuple[str, str]] = {
     "evaluate": ("mal.engine.evaluate:run", "score masks against ground truth (mIoU, mask AP)"),
     "inference": ("mal.engine.inference:run", "write the COCO file with an RLE mask on every box"),
     "export": ("mal.engine.export:run", "export the inference network to ONNX"),
-    "pretrain": ("mal.engine.pretrain:run", "masked-autoencoder pretraining of the ViT on your own images"),
+    "pretrain": ("mal.engine.pretrain:run", "self-supervised pretraining of the ViT on your own images (MAE or DINO)"),
 }
 
 

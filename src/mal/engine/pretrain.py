@@ -1,4 +1,5 @@
-"""`mal pretrain`: masked-autoencoder pretraining of the ViT on the dataset's own images, no outside weights.
+"""`mal pretrain`: self-supervised pretraining of the ViT on the dataset's own images, no outside weights: a masked
+autoencoder (`pretrain.method: mae`) or self-distillation between augmented views (`dino`).
 
 The crops are the views `mal train` will see (each training box with train.margin_rate) plus random crops of
 box-like sizes anywhere in the images, so the backbone also learns the background. The result is a checkpoint
@@ -31,6 +32,7 @@ from mal.engine.status import StatusFile
 from mal.errors import DataError, SpecError
 from mal.fileio import atomic_write_bytes
 from mal.model.backbone import ARCHS, build_backbone
+from mal.model.dino import SelfDistillation, teacher_momentum
 from mal.model.mae import MaskedAutoencoder
 from mal.spec.schema import ExperimentSpec
 
@@ -134,6 +136,18 @@ def _crop_size(spec: ExperimentSpec) -> int:
     return crop
 
 
+def build_pretrainer(spec: ExperimentSpec, crop_size: int) -> MaskedAutoencoder | SelfDistillation:
+    """The module `pretrain.method` names, around a fresh backbone for `crop_size` crops."""
+    pretrain = spec.pretrain
+    if pretrain.method == "dino":
+        return SelfDistillation(
+            build_backbone(spec.model.arch, crop_size),
+            prototypes=pretrain.dino_prototypes,
+            teacher_temperature=pretrain.dino_teacher_temperature,
+        )
+    return build_mae(spec, crop_size)
+
+
 def build_mae(spec: ExperimentSpec, crop_size: int) -> MaskedAutoencoder:
     pretrain = spec.pretrain
     return MaskedAutoencoder(
@@ -146,9 +160,11 @@ def build_mae(spec: ExperimentSpec, crop_size: int) -> MaskedAutoencoder:
     )
 
 
-def _optimizer(model: MaskedAutoencoder, lr: float, wd: float) -> torch.optim.AdamW:
-    # As in MAE: no weight decay on biases, norms, position embeddings and tokens (every tensor below 2-D).
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2 and p is not model.mask_token]
+def _optimizer(model: MaskedAutoencoder | SelfDistillation, lr: float, wd: float) -> torch.optim.AdamW:
+    # As in MAE and DINO: no weight decay on biases, norms, position embeddings and tokens (tensors below 2-D);
+    # the DINO teacher is not trained (it follows the student), so it has no requires_grad parameter here.
+    mask_token = getattr(model, "mask_token", None)
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2 and p is not mask_token]
     decay_ids = {id(p) for p in decay}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in decay_ids]
     return torch.optim.AdamW(
@@ -156,8 +172,11 @@ def _optimizer(model: MaskedAutoencoder, lr: float, wd: float) -> torch.optim.Ad
     )
 
 
-def save_checkpoint(path: Path, model: MaskedAutoencoder, spec: ExperimentSpec, crop_size: int, **info: Any) -> None:
-    payload = {"model": model.encoder_state_dict(), "arch": spec.model.arch, "crop_size": crop_size, **info}
+def save_checkpoint(
+    path: Path, model: MaskedAutoencoder | SelfDistillation, spec: ExperimentSpec, crop_size: int, **info: Any
+) -> None:
+    payload = {"model": model.encoder_state_dict(), "arch": spec.model.arch, "crop_size": crop_size,
+               "method": spec.pretrain.method, **info}  # fmt: skip
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -179,7 +198,7 @@ def _pretrain(spec: ExperimentSpec) -> int:
     out_path = _checkpoint_path(spec)
     status = StatusFile(Path(spec.results_dir) / "pretrain" / "status.json", max_epoch=pretrain.num_epochs)
     device = pick_device()
-    model = build_mae(spec, crop_size).to(device).train()
+    model = build_pretrainer(spec, crop_size).to(device).train()
     steps_per_epoch = len(epoch_plan(coco, spec, 0).batches)
     total_steps = pretrain.num_epochs * steps_per_epoch
     if pretrain.max_steps:
@@ -193,9 +212,11 @@ def _pretrain(spec: ExperimentSpec) -> int:
         ),
     )
     amp = device.type == "cuda" and spec.train.use_amp
+    what = f"mask ratio {pretrain.mask_ratio}" if pretrain.method == "mae" else (
+        f"two views per crop, {pretrain.dino_prototypes} prototypes")  # fmt: skip
     print(
-        f"mal pretrain: MAE on {len(coco.images)} images ({steps_per_epoch} batches of {pretrain.batch_size} crops "
-        f"per epoch, {total_steps} steps), {spec.model.arch} @ {crop_size}px, mask ratio {pretrain.mask_ratio}",
+        f"mal pretrain: {pretrain.method.upper()} on {len(coco.images)} images ({steps_per_epoch} batches of "
+        f"{pretrain.batch_size} crops per epoch, {total_steps} steps), {spec.model.arch} @ {crop_size}px, {what}",
         flush=True,
     )
     status.write("STARTED", message="pretraining started", total_steps=total_steps)
@@ -215,12 +236,15 @@ def _pretrain(spec: ExperimentSpec) -> int:
                     loss = model(crops.to(device, non_blocking=True))[0]
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
-                        f"the MAE loss became {loss.item()} at epoch {epoch}, step {step}; lower pretrain.lr."
+                        f"the {pretrain.method.upper()} loss became {loss.item()} at epoch {epoch}, step {step}; "
+                        "lower pretrain.lr."
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+                if isinstance(model, SelfDistillation):
+                    model.update_teacher(teacher_momentum(step, total_steps))
                 losses.append(float(loss.detach()))
                 step += 1
                 if step >= total_steps:

@@ -392,7 +392,11 @@ class WandbConfig(Section):
 
 
 class PretrainConfig(Section):
-    """`mal pretrain`: masked-autoencoder pretraining of the backbone on the dataset's own images."""
+    """`mal pretrain`: self-supervised pretraining of the backbone on the dataset's own images (MAE or DINO)."""
+
+    method: Literal["mae", "dino"] = "mae"
+    """mae: a masked autoencoder (reconstruct hidden patches); dino: self-distillation between two augmented views
+    of each crop (a student learns to predict its EMA teacher's output on the other view)."""
 
     num_epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
     """Passes over the pretraining crops (every training box plus random_crops_per_image random crops per image)."""
@@ -422,6 +426,10 @@ class PretrainConfig(Section):
     """Attention heads of the decoder."""
     norm_pix_loss: bool = True
     """Reconstruct each patch normalised by its own mean and variance (MAE's better target)."""
+    dino_prototypes: int = Field(1024, ge=16, le=65536)
+    """dino: outputs of the projection head (the prototypes the two views are matched over)."""
+    dino_teacher_temperature: float = Field(0.04, gt=0.0, lt=0.1)
+    """dino: temperature of the teacher's softmax (the student's is 0.1); lower sharpens more."""
     checkpoint_path: str | None = None
     """Where the backbone weights go (default: results_dir/pretrain/mae_backbone.pth); give it to
     train.pretrained_model_path."""

@@ -9,11 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import quality_diagnose
+import quality_thresholds
+import torch
 
 import quality
 from mal.data.coco import load_coco
 from mal.engine.evaluate import score_labels
 from mal.masks import decode_rle, segmentation_to_rle
+from support.specs import write_tiny_spec
 
 
 @pytest.fixture
@@ -82,8 +85,6 @@ def _size(gt: dict, ann: dict) -> tuple[int, int]:
 
 
 def test_a_second_round_trains_on_the_first_rounds_labels_and_scores_its_own(shapes, tmp_path, capsys):
-    from support.specs import write_tiny_spec
-
     spec = write_tiny_spec(tmp_path / "spec.yaml", shapes / "annotations.json", shapes / "images",
                            overrides={"train.num_epochs": 1, "dataset.min_obj_size": 0})  # fmt: skip
     work = tmp_path / "work"
@@ -100,3 +101,38 @@ def test_a_second_round_trains_on_the_first_rounds_labels_and_scores_its_own(sha
     assert list((work / "run2" / "train").glob("*.pth"))
     second = json.loads((work / "labels.json").read_text())
     assert [a["id"] for a in second["annotations"]] == [a["id"] for a in first["annotations"]]
+
+
+def test_otsu_splits_two_modes_and_short_boxes_keep_the_spec_threshold():
+    rng = np.random.default_rng(0)
+    values = np.clip(np.concatenate([rng.normal(0.2, 0.03, 500), rng.normal(0.8, 0.03, 300)]), 0, 1)
+    threshold = quality_thresholds.otsu_threshold(values)
+    assert (values > threshold).sum() == pytest.approx(300, abs=3)  # it splits the two modes
+    probs = torch.full((2, 8, 8), 0.9)
+    box_masks = torch.zeros(2, 8, 8)
+    box_masks[0] = 1.0
+    box_masks[1, :2, :2] = 1.0  # 4 pixels: too few to judge
+    chosen = quality_thresholds.box_thresholds(probs, box_masks, np.array([0.4, 0.4]), "max_frac", 0.5)
+    assert chosen.tolist() == [pytest.approx(0.45), 0.4]
+
+
+def test_the_fixed_rule_at_the_spec_threshold_reproduces_mal_inference(shapes, tmp_path, capsys):
+    spec = write_tiny_spec(tmp_path / "spec.yaml", shapes / "annotations.json", shapes / "images",
+                           overrides={"train.num_epochs": 1, "dataset.min_obj_size": 0,
+                                      "train.mask_thres": [0.4]})  # fmt: skip
+    work = tmp_path / "work"
+    assert quality.main([str(shapes), "--spec", str(spec), "--skip-peers", "--no-results", "--work-dir",
+                         str(work)]) == 0  # fmt: skip
+    capsys.readouterr()
+    args = [str(work), str(shapes / "images"), "--spec", str(spec)]
+    assert quality_thresholds.main([*args, "--rule", "fixed", "--param", "0.4"]) == 0
+    same = json.loads((work / "labels_fixed_0.4.json").read_text())["annotations"]
+    shipped = json.loads((work / "labels.json").read_text())["annotations"]
+    assert [a["segmentation"] for a in same] == [a["segmentation"] for a in shipped]
+    assert quality_thresholds.main([*args, "--rule", "fixed", "--param", "0.95"]) == 0
+    strict = json.loads((work / "labels_fixed_0.95.json").read_text())["annotations"]
+    assert sum(a["area"] for a in strict) < sum(a["area"] for a in shipped)  # a higher bar keeps less
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["rule"] == "fixed" and 0.0 <= result["mIoU"] <= 1.0
+    with pytest.raises(SystemExit):
+        quality_thresholds.main([str(tmp_path), str(shapes / "images"), "--rule", "otsu"])

@@ -101,8 +101,12 @@ def run_mal(action: str, spec: Path, overrides: list[str], log_path: Path) -> fl
 def second_round(spec_path: Path, common: list[str], first_labels: Path, boxes_path: Path, image_dir: Path,
                  work_dir: Path, label_path: Path, overrides: list[str]) -> tuple[float, float]:
     """Train a fresh model on the first round's labels (boxes plus their masks, which the mask loss learns from
-    where they are sure) and label the hidden-mask boxes again; returns (train, label) seconds."""
-    given = any(pair.startswith("train.loss_mask_weight=") for pair in overrides)
+    where they are sure) and label the hidden-mask boxes again; returns (train, label) seconds. The mask loss's
+    weight is the spec's, or 1 when neither the spec nor `overrides` sets one."""
+    import yaml
+
+    in_spec = ((yaml.safe_load(spec_path.read_text()) or {}).get("train") or {}).get("loss_mask_weight", 0)
+    given = in_spec > 0 or any(pair.startswith("train.loss_mask_weight=") for pair in overrides)
     weight = [] if given else ["train.loss_mask_weight=1"]
     kept = [pair for pair in common if not pair.startswith(("results_dir=", "dataset.train_ann_path="))]
     round2 = [*kept, f"results_dir={work_dir / 'run2'}", f"dataset.train_ann_path={first_labels}", *weight,
@@ -311,7 +315,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--second-round", action="append", default=None, metavar="KEY=VALUE", nargs="*",
                         help="train again on the first round's labels (their masks teach through "
                              "train.loss_mask_weight, 1 unless given here) and score that second round's labels; "
-                             "KEY=VALUE pairs apply to the second round only")  # fmt: skip
+                             "KEY=VALUE pairs apply to the second round only")
+    parser.add_argument("--second-round-spec",
+                        help="the second round's spec (default: --spec), e.g. cpu-natural-round2")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="spec overrides passed to every mal command (key=value)")
     return parser.parse_intermixed_args(argv)
 
@@ -335,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
 
     second = None if args.second_round is None else [pair for group in args.second_round for pair in group]
+    if second is None and args.second_round_spec:
+        second = []  # naming the second round's spec asks for one
     final_label_path = label_path
     if second is not None:
         label_path = work_dir / "labels_round1.json"
@@ -356,8 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         work_dir / "inference.log",
     )
     if second is not None:
+        second_spec = resolve_spec_file(args.second_round_spec)[0].resolve() if args.second_round_spec else spec_path
         timings["train2_s"], timings["label2_s"] = second_round(
-            spec_path, common, label_path, boxes_path, image_dir, work_dir, final_label_path, second
+            second_spec, common, label_path, boxes_path, image_dir, work_dir, final_label_path, second
         )
         label_path = final_label_path
     timings["total_s"] = sum(timings.values())
@@ -395,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides": args.overrides,
         "fold": args.fold,
         "second_round": second,
+        "second_round_spec": args.second_round_spec,
         "grabcut_context": args.grabcut_context,
         "timings_s": timings,
         "budget_s": BUDGET_S,
@@ -407,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
         + "; training and labeling saw only the boxes (ground-truth masks hidden, no validation during training); "
         "scores against the hidden masks.",
         f"Spec: {payload['spec_path']}" + (f" with overrides {' '.join(args.overrides)}" if args.overrides else "")
-        + ("" if second is None else f"; a second round trained on the first round's labels ({' '.join(second)})"),
+        + ("" if second is None else "; a second round trained on the first round's labels"
+           + (f" with {args.second_round_spec}" if args.second_round_spec else "")
+           + (f" ({' '.join(second)})" if second else "")),
         f"Peers on the same boxes: box filled as the mask; the ellipse inscribed in the box; OpenCV GrabCut, "
         "5 iterations, initialised with the box, "
         f"on the box grown by {args.grabcut_context:g} of its width/height per side (clipped to the image).",

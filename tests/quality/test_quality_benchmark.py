@@ -102,6 +102,14 @@ def test_a_second_round_trains_on_the_first_rounds_labels_and_scores_its_own(sha
     second = json.loads((work / "labels.json").read_text())
     assert [a["id"] for a in second["annotations"]] == [a["id"] for a in first["annotations"]]
 
+    # A second-round spec that sets its own weight keeps it (no default of 1 added).
+    round2 = write_tiny_spec(tmp_path / "round2.yaml", shapes / "annotations.json", shapes / "images",
+                             overrides={"train.num_epochs": 1, "dataset.min_obj_size": 0,
+                                        "train.loss_mask_weight": 2.0})  # fmt: skip
+    assert quality.main([*args, "--skip-train", "--second-round-spec", str(round2)]) == 0
+    command = (work / "train2.log").read_text().splitlines()[0]
+    assert f"-e {round2}" in command and "train.loss_mask_weight" not in command
+
 
 def test_otsu_splits_two_modes_and_short_boxes_keep_the_spec_threshold():
     rng = np.random.default_rng(0)

@@ -497,8 +497,9 @@ def encode_run(run: dict[str, Any]) -> dict[str, Any]:
     where it changes and the new values, which is 1,560 floats down to a few dozen."""
     curve = np.asarray(run["best_so_far"], dtype=float)
     known = ~np.isnan(curve)
-    changed = np.flatnonzero(known & ~(np.r_[False, known[:-1]] & (curve == np.r_[np.nan, curve[:-1]])))
-    steps = [[int(i), float(curve[i])] for i in changed]
+    before_known = np.r_[False, known[:-1]]
+    changed = np.flatnonzero((known != before_known) | (known & (curve != np.r_[np.nan, curve[:-1]])))
+    steps = [[int(i), float(curve[i]) if known[i] else None] for i in changed]  # None: back to nothing observed
     return {**{k: v for k, v in run.items() if k != "best_so_far"}, "length": len(curve), "steps": steps}
 
 
@@ -506,7 +507,7 @@ def decode_run(entry: dict[str, Any]) -> dict[str, Any]:
     """The run `encode_run` wrote, with its best-so-far curve rebuilt (NaN before the first observation)."""
     curve = np.full(entry["length"], np.nan)
     for i, value in entry["steps"]:
-        curve[i:] = value
+        curve[i:] = np.nan if value is None else value
     run = {k: v for k, v in entry.items() if k not in ("length", "steps")}
     return {**run, "best_so_far": curve.tolist()}
 

@@ -20,6 +20,9 @@ def test_a_journalled_curve_comes_back_exactly() -> None:
     back = hpo.decode_run(json.loads(json.dumps(entry)))
     assert np.array_equal(np.asarray(back["best_so_far"]), np.asarray(curve), equal_nan=True)
     assert {k: v for k, v in back.items() if k != "best_so_far"} == {k: v for k, v in run.items() if k != "best_so_far"}
+    gap = [math.nan, 1.0, 1.0, math.nan, 2.0]  # never produced by simulate, but the format keeps it
+    again = hpo.decode_run(json.loads(json.dumps(hpo.encode_run({**run, "best_so_far": gap}))))
+    assert np.array_equal(np.asarray(again["best_so_far"]), np.asarray(gap), equal_nan=True)
 
 
 class Interrupted(Exception):

@@ -171,5 +171,7 @@ def test_a_label_files_own_masks_come_as_targets_cropped_and_flipped_like_the_im
         assert (batch["mask_target"][i] > 0.5).sum() > 0
     assert flipped_some  # the flip was exercised
     assert bool(batch["mask_target_used"].any()) and not bool(batch["mask_target_used"].all())
+    assert datasets_module.annotation_confidence({"quality": float("nan"), "score": 0.9}) == 0.0  # not trusted
+    assert datasets_module.annotation_confidence({"score": "high"}) == 0.0
     plain = TrainBoxDataset(coco, crop_size=32, min_obj_size=0, seed=3).__getitems__([0])
     assert "mask_target" not in plain  # boxes only unless asked

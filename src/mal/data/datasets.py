@@ -78,22 +78,28 @@ def _box_fields(coco: CocoBoxes, rows: np.ndarray) -> dict[str, torch.Tensor]:
 
 
 def annotation_confidence(annotation: dict[str, Any]) -> float:
-    """How much a label file trusts its own mask: `quality`, else `score`, else 1 (a mask drawn by a person)."""
+    """How much a label file trusts its own mask: `quality`, else `score`, else 1 (a mask drawn by a person). A key
+    that holds no finite number (NaN, text) counts as 0: such a mask is used only when every mask is."""
     for key in ("quality", "score"):
-        value = annotation.get(key)
-        if isinstance(value, int | float) and math.isfinite(value):
-            return float(value)
+        if key in annotation:
+            value = annotation[key]
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            return float(value) if ok else 0.0
     return 1.0
 
 
+def mask_confidences(coco: CocoBoxes) -> np.ndarray:
+    """Per annotation row, how much the file trusts its mask (`annotation_confidence`); -inf without a mask."""
+    pairs = zip(coco.annotations, coco.has_segmentation, strict=True)
+    return np.array([annotation_confidence(annotation) if has_mask else -math.inf for annotation, has_mask in pairs])
+
+
 def _mask_targets(
-    coco: CocoBoxes, rows: np.ndarray, crop_boxes: torch.Tensor, crop_size: int, min_confidence: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The file's own masks of annotation `rows`, cropped like the images (N x 1 x S x S in [0, 1]), and which rows
-    have one that counts (a segmentation whose confidence is at least `min_confidence`)."""
+    coco: CocoBoxes, rows: np.ndarray, crop_boxes: torch.Tensor, crop_size: int, used: np.ndarray
+) -> torch.Tensor:
+    """The file's own masks of annotation `rows`, cropped like the images (N x 1 x S x S in [0, 1]), where `used`
+    (one flag per row) says the row's mask counts; zeros elsewhere."""
     targets = torch.zeros((len(rows), 1, crop_size, crop_size), dtype=torch.float32)
-    used = np.array([bool(coco.has_segmentation[row]) and annotation_confidence(coco.annotations[row])
-                     >= min_confidence for row in rows], dtype=bool)  # fmt: skip
     image_ids = coco.image_ids[rows]
     for image_id in dict.fromkeys(image_ids[used].tolist()):
         positions = np.flatnonzero((image_ids == image_id) & used)
@@ -101,7 +107,7 @@ def _mask_targets(
         targets[torch.from_numpy(positions)] = crop_and_resize(
             list(decoded[:, None]), list(crop_boxes[torch.from_numpy(positions)][:, None]), crop_size
         )
-    return targets, torch.from_numpy(used)
+    return targets
 
 
 class TrainBoxDataset(Dataset):
@@ -122,6 +128,7 @@ class TrainBoxDataset(Dataset):
         self.coco = coco
         # None: boxes only; else items carry the file's own masks as targets (train.loss_mask_weight)
         self.mask_min_confidence = mask_min_confidence
+        self.mask_trusted = None if mask_min_confidence is None else mask_confidences(coco) >= mask_min_confidence
         self.crop_size = int(crop_size)
         self.margin_rate = (float(margin_rate[0]), float(margin_rate[1]))
         self.seed = int(seed)
@@ -157,9 +164,10 @@ class TrainBoxDataset(Dataset):
         crops = _crop_rows(self.coco, rows, crop_boxes, self.crop_size)
         masks = box_masks(fields["box"], crop_boxes, self.crop_size)
         extra: dict[str, torch.Tensor] = {}
-        if self.mask_min_confidence is not None:
-            targets, extra["mask_target_used"] = _mask_targets(self.coco, rows, crop_boxes, self.crop_size,
-                                                               self.mask_min_confidence)  # fmt: skip
+        if self.mask_trusted is not None:
+            used = self.mask_trusted[rows]
+            targets = _mask_targets(self.coco, rows, crop_boxes, self.crop_size, used)
+            extra["mask_target_used"] = torch.from_numpy(used)
             masks = torch.cat([masks, targets], dim=1)  # one flip for both
         if self.augment is not None:
             views = self.augment(crops, masks, seed)
@@ -170,7 +178,7 @@ class TrainBoxDataset(Dataset):
                 "box_mask": masks,
                 "flipped": torch.zeros(len(rows), dtype=torch.bool),
             }
-        if self.mask_min_confidence is not None:
+        if self.mask_trusted is not None:
             views["box_mask"], extra["mask_target"] = views["box_mask"][:, :1], views["box_mask"][:, 1:]
         return {**views, **extra, "crop_box": crop_boxes, **fields}
 

@@ -6,12 +6,11 @@ import math
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 from torch.utils.data import DataLoader
 
 from mal.data.coco import load_coco
 from mal.data.coco_boxes import CocoBoxes
-from mal.data.datasets import annotation_confidence, build_label_loader, build_train_loader
+from mal.data.datasets import build_label_loader, build_train_loader, mask_confidences
 from mal.errors import SpecError
 from mal.spec.schema import ExperimentSpec
 
@@ -34,14 +33,11 @@ def load_train_coco(spec: ExperimentSpec) -> CocoBoxes:
             "learn from; train on a label file with masks (e.g. one `mal inference` wrote) or set "
             "train.loss_mask_weight=0."
         )
-    if with_masks:
-        bar = spec.train.loss_mask_min_quality
-        confidences = [annotation_confidence(coco.annotations[row]) for row in np.flatnonzero(coco.has_segmentation)]
-        if max(confidences) < bar:
-            raise SpecError(
-                f"train.loss_mask_min_quality is {bar:g} but no mask of {coco.ann_path} reaches it (the highest "
-                f"quality is {max(confidences):.3g}); lower train.loss_mask_min_quality."
-            )
+    if with_masks and (best := float(mask_confidences(coco).max())) < (bar := spec.train.loss_mask_min_quality):
+        raise SpecError(
+            f"train.loss_mask_min_quality is {bar:g} but no mask of {coco.ann_path} reaches it (the highest "
+            f"quality is {best:.3g}); lower train.loss_mask_min_quality."
+        )
     return coco
 
 

@@ -41,7 +41,8 @@ FEATURES = (
 # coco128_dev (423 masks) and cpu-nuclei on dsb2018_dev (21,405 masks). Cross-validated by image, the fitted
 # estimate ranks with Spearman 0.59 (coco128_dev) and 0.78 (dsb2018_dev); fitted on one dataset alone it gives
 # 0.71 on nuclei (fitted on natural images) and 0.52 on natural images (fitted on nuclei). docs/QUALITY.md,
-# "Which masks to check first", has the commands.
+# "Which masks to check first", has the commands; benchmarks/quality_estimate_fit.py refits them (it reproduces
+# these constants from those two work folders) when a preset changes.
 _MEAN = np.array([0.8871, 0.1025, 0.9567, 0.306, 0.5784, 0.9254, 0.9579, 0.9766, 0.0735, 0.4095, -3.0085, 0.5556])
 _SCALE = np.array([0.0438, 0.0206, 0.0571, 0.1399, 0.1175, 0.8222, 0.9013, 0.0434, 0.1307, 0.2381, 0.1723, 0.1002])
 _WEIGHTS = np.array([-0.0846, -0.2014, 0.0926, -0.1915, 0.101, 0.172, 0.1354, 0.1171, -0.2343, 0.1663, 0.0239, 0.117])

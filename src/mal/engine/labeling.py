@@ -6,7 +6,7 @@ Validation, `mal evaluate` and `mal inference` all label through `label_batch`, 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,7 @@ import torch
 from mal.data.coco_boxes import CocoBoxes
 from mal.masks import RLE, paste_masks, rle_area, segmentation_to_rle, thresholds_for
 from mal.model.refine import CrfRefiner
-from mal.quality_estimate import batch_box_overlap, estimate_quality
+from mal.quality_estimate import batch_box_overlap, instance_features, quality_from_features
 
 MaskPredictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -33,6 +33,13 @@ class BoxLabel:
     quality: float | None = None
     """Estimated IoU with the true mask in [0, 1] (mal.quality_estimate); None for masks `mal` did not make (a
     label file of another tool)."""
+    quality_cues: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The cues `quality` was computed from (mal.quality_estimate.FEATURES, in order); kept in memory only, for
+    refitting the estimate (benchmarks/quality_estimate_fit.py), never written to a label file."""
+
+    def record(self) -> dict[str, Any]:
+        """The fields a file keeps (a labeling shard): everything but the in-memory cues."""
+        return {item.name: getattr(self, item.name) for item in fields(self) if item.name != "quality_cues"}
 
 
 def label_batch(predict: MaskPredictor, batch: dict[str, torch.Tensor], mask_thres: Sequence[float],
@@ -53,7 +60,9 @@ def label_batch(predict: MaskPredictor, batch: dict[str, torch.Tensor], mask_thr
         if refine is not None:
             probs = refine(probs, crops, box_masks)
         probs = probs.squeeze(1)
-        quality = estimate_quality(crops, box_masks, probs, batch["crop_box"], batch["box"], thresholds, overlap)
+        cues = instance_features(crops, box_masks, probs, batch["crop_box"], batch["box"], thresholds, overlap)
+        cues = cues.cpu().numpy().astype(np.float64)
+        quality = quality_from_features(cues)
         probs = probs.cpu()
     labels: list[BoxLabel | None] = [None] * len(image_ids)
     for image_id in np.unique(image_ids):
@@ -66,6 +75,7 @@ def label_batch(predict: MaskPredictor, batch: dict[str, torch.Tensor], mask_thr
                 ann_id=int(batch["ann_id"][row]), image_id=int(image_id),
                 category_id=int(batch["category_id"][row]), segmentation=result["segmentation"],
                 area=int(result["area"]), score=float(result["score"]), quality=float(quality[row]),
+                quality_cues=cues[row],
             )
     return [label for label in labels if label is not None]
 

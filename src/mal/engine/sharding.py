@@ -19,7 +19,6 @@ test of resuming after a killed rank; nothing else reads it).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -148,7 +147,7 @@ class ShardFolder:
 
     def write(self, chunk: Chunk, labels: Sequence[BoxLabel]) -> None:
         payload = {"format": FORMAT, "fingerprint": self.fingerprint, "chunk": chunk.index,
-                   "labels": [dataclasses.asdict(label) for label in labels]}
+                   "labels": [label.record() for label in labels]}
         atomic_write_json(self.path(chunk.index), payload, indent=None)
 
     def read(self, chunk: Chunk, coco: CocoBoxes) -> list[BoxLabel]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -82,6 +83,12 @@ def prepare_files(
 
 
 # ------------------------------------------------------------------------------------------------ mal runs
+def fresh_train_folder(results_dir: Path) -> None:
+    """A benchmark run trains from scratch in its own work folder: an earlier run's checkpoints there go first (mal
+    train refuses to start a new run beside them)."""
+    shutil.rmtree(results_dir / "train", ignore_errors=True)
+
+
 def run_mal(action: str, spec: Path, overrides: list[str], log_path: Path) -> float:
     """Run `mal <action>` as a user would; return its wall time in seconds (raise on a non-zero exit)."""
     command = [sys.executable, "-m", "mal", action, "-e", str(spec), *overrides]
@@ -111,6 +118,7 @@ def second_round(spec_path: Path, common: list[str], first_labels: Path, boxes_p
     kept = [pair for pair in common if not pair.startswith(("results_dir=", "dataset.train_ann_path="))]
     round2 = [*kept, f"results_dir={work_dir / 'run2'}", f"dataset.train_ann_path={first_labels}", *weight,
               *overrides]  # fmt: skip
+    fresh_train_folder(work_dir / "run2")
     train_s = run_mal("train", spec_path, round2, work_dir / "train2.log")
     label_s = run_mal("inference", spec_path,
                       [*round2, f"inference.ann_path={boxes_path}", f"inference.img_dir={image_dir}",
@@ -351,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         if spec_has_pretrain(spec_path):
             timings["pretrain_s"] = run_mal("pretrain", spec_path, common, work_dir / "pretrain.log")
             common.append(f"train.pretrained_model_path={run_dir / 'pretrain' / 'mae_backbone.pth'}")
+        fresh_train_folder(run_dir)
         timings["train_s"] = run_mal("train", spec_path, common, work_dir / "train.log")
     timings["label_s"] = run_mal(
         "inference",

@@ -131,3 +131,17 @@ def test_wandb_offline_run_is_written_without_network(tiny_spec, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((results / "train" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_a_new_run_beside_an_earlier_runs_checkpoints_is_refused(tiny_spec, tmp_path):
+    results = tmp_path / "twice"
+    first = run_mal("train", "-e", str(tiny_spec), f"results_dir={results}", "train.num_epochs=2",
+                    "train.validation_interval=2")  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    # A new run in the same folder would leave these beside its own files (and evaluate would take the newest).
+    files = {path.name: path.stat().st_mtime_ns for path in (results / "train").glob("mal_model_epoch_*.pth")}
+    again = run_mal("train", "-e", str(tiny_spec), f"results_dir={results}", "train.num_epochs=1")
+    assert again.returncode == 2
+    assert "already holds the checkpoints of an earlier run (epochs 2)" in again.stderr
+    assert "train.resume_training_checkpoint_path=auto" in again.stderr
+    assert {path.name: path.stat().st_mtime_ns for path in (results / "train").glob("mal_model_epoch_*.pth")} == files

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     print(f"mal demo: training {spec.model.arch} @ {spec.dataset.crop_size}px for {spec.train.num_epochs} epochs "
           f"(results in {spec.results_dir})", flush=True)
+    replace_previous_demo(spec)
     train.run(spec)
     spec = spec.model_copy(update={"inference": spec.inference.model_copy(update={"load_mask": True})})
     has_masks = _has_masks(Path(spec.dataset.train_ann_path))
@@ -71,6 +73,32 @@ def run_demo(args: argparse.Namespace) -> int:
     if synthetic:
         print("  next: mal demo --ann YOUR.json --images YOUR_IMAGES/  (or mal train -e spec.yaml, see README)")
     return 0
+
+
+def replace_previous_demo(spec: ExperimentSpec) -> None:
+    """Running the demo again trains it again: an earlier demo's training on the same data is removed first, under
+    the train folder's run lock (a demo still running there is not touched). A train folder of anything else is left
+    alone, and mal train then refuses to start beside it."""
+    from mal.engine.run_lock import LOCK_NAME, hold_run_lock
+    from mal.engine.train import trained_config
+    from mal.jobfiles import epoch_checkpoints
+
+    train_dir = Path(spec.results_dir) / "train"
+    found = epoch_checkpoints(train_dir)
+    if not found:
+        return
+    with hold_run_lock(train_dir, "train"):
+        earlier = trained_config(found[max(found)])
+        if (earlier.get("dataset") or {}).get("train_ann_path") != spec.dataset.train_ann_path:
+            return
+        print(f"mal demo: replacing the previous demo's training in {train_dir}", flush=True)
+        for path in train_dir.iterdir():
+            if path.name == LOCK_NAME:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 def _has_masks(ann_path: Path) -> bool:

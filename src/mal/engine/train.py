@@ -22,7 +22,7 @@ from mal.engine.status import StatusFile
 from mal.engine.trainer import StatusCallback, build_trainer, resolve_devices
 from mal.errors import CheckpointError, DataError, SpecError
 from mal.fileio import STORAGE_ERRNOS, remove_stale_temp_files
-from mal.jobfiles import latest_checkpoint
+from mal.jobfiles import epoch_checkpoints, latest_checkpoint
 from mal.model.backbone import ARCHS
 from mal.spec.schema import ExperimentSpec
 
@@ -75,7 +75,21 @@ def resolve_resume(spec: ExperimentSpec, out_dir: Path) -> Path | None:
     return path
 
 
-def _trained_config(path: Path) -> dict[str, Any]:
+def refuse_earlier_run(out_dir: Path) -> None:
+    """A new run must not share a train folder with an earlier run's checkpoints: its own epoch files would sit
+    beside higher-numbered old ones, and evaluate / inference, which take the newest, would label with the old
+    model."""
+    earlier = sorted(epoch_checkpoints(out_dir))
+    if earlier:
+        epochs = ", ".join(str(epoch) for epoch in earlier[:5]) + (", ..." if len(earlier) > 5 else "")
+        raise SpecError(
+            f"{out_dir} already holds the checkpoints of an earlier run (epochs {epochs}); set "
+            "train.resume_training_checkpoint_path=auto to continue that run, or give another results_dir (or delete "
+            "those files) to start a new one."
+        )
+
+
+def trained_config(path: Path) -> dict[str, Any]:
     """The spec a checkpoint was trained with (memory-mapped: the tensors are not read)."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -91,7 +105,7 @@ def _trained_config(path: Path) -> dict[str, Any]:
 
 def check_resume_matches(spec: ExperimentSpec, checkpoint: Path) -> None:
     """Refuse to resume into another network: Lightning would fail deep inside load_state_dict instead."""
-    trained = _trained_config(checkpoint)
+    trained = trained_config(checkpoint)
     wanted = spec.model_dump(mode="json")
     for key in RESUME_KEYS:
         before, now = get_dotted(trained, key), get_dotted(wanted, key)
@@ -142,6 +156,8 @@ def _train(spec: ExperimentSpec, out_dir: Path) -> int:
     resume = resolve_resume(spec, out_dir)
     if resume is not None:
         check_resume_matches(spec, resume)
+    else:
+        refuse_earlier_run(out_dir)
     if spec.train.num_threads:
         torch.set_num_threads(spec.train.num_threads)
     L.seed_everything(spec.train.seed, workers=True, verbose=False)

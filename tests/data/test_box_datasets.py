@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -94,6 +95,30 @@ def test_sampler_covers_every_box_once_keeping_images_together(coco):
     sampler.set_epoch(1)
     assert [list(b) for b in sampler] != [list(b) for b in batches]
     assert [b.seed for b in batches] != [b.seed for b in sampler]
+
+
+def test_boxes_per_epoch_fixes_the_epoch_length_for_any_file(coco):
+    groups = TrainBoxDataset(coco, crop_size=16, min_obj_size=0).image_groups()
+    total = sum(len(group) for group in groups)
+    every = [index for batch in ImageGroupedBatchSampler(groups, 4, seed=2) for index in batch]
+    # Fewer than the file holds: the start of the same shuffled order, so a fresh random part each epoch.
+    part = ImageGroupedBatchSampler(groups, 4, seed=2, boxes_per_epoch=total - 3)
+    assert [index for batch in part for index in batch] == every[: total - 3]
+    assert len(part) == len(list(part)) == math.ceil((total - 3) / 4)
+    # More: every box in each pass, the passes shuffled differently, cut at the number asked for.
+    many = ImageGroupedBatchSampler(groups, 4, seed=2, boxes_per_epoch=2 * total + 5)
+    flat = [index for batch in many for index in batch]
+    assert len(flat) == 2 * total + 5 and len(many) == len(list(many)) == math.ceil((2 * total + 5) / 4)
+    assert flat[:total] == every and sorted(flat[total : 2 * total]) == list(range(total))
+    assert flat[total : 2 * total] != every
+    many.set_epoch(1)
+    assert [index for batch in many for index in batch][:total] != every
+    # Sharded, each rank takes its share of the same fixed-length epoch.
+    shards = [list(ImageGroupedBatchSampler(groups, 4, seed=2, num_replicas=2, rank=r, boxes_per_epoch=3 * total))
+              for r in range(2)]  # fmt: skip
+    assert len(shards[0]) == len(shards[1]) == math.ceil(math.ceil(3 * total / 4) / 2)
+    with pytest.raises(ValueError, match="boxes_per_epoch"):
+        ImageGroupedBatchSampler(groups, 4, boxes_per_epoch=-1)
 
 
 def test_sampler_shards_for_several_devices(coco):

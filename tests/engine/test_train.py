@@ -133,6 +133,16 @@ def test_wandb_offline_run_is_written_without_network(tiny_spec, tmp_path):
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
 
 
+def test_boxes_per_epoch_sets_the_steps_of_every_epoch(tiny_spec, tmp_path):
+    results = tmp_path / "fixed_epochs"
+    result = run_mal("train", "-e", str(tiny_spec), f"results_dir={results}", "train.num_epochs=2",
+                     "train.batch_size=4", "train.boxes_per_epoch=10", "train.validation_interval=2")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(10 per epoch)" in result.stdout
+    running = [e for e in status_events(results) if e["status"] == "RUNNING"]
+    assert [(e["epoch"], e["global_step"]) for e in running] == [(1, 3), (2, 6)]  # ceil(10 / 4) steps each
+
+
 def test_a_new_run_beside_an_earlier_runs_checkpoints_is_refused(tiny_spec, tmp_path):
     results = tmp_path / "twice"
     first = run_mal("train", "-e", str(tiny_spec), f"results_dir={results}", "train.num_epochs=2",

@@ -186,6 +186,10 @@ class TrainBoxDataset(Dataset):
 class ImageGroupedBatchSampler(Sampler[list[int]]):
     """Shuffles images (seeded by seed and epoch) and cuts their boxes, kept together, into batches.
 
+    `boxes_per_epoch` (0: every box once) fixes an epoch's length: a smaller number takes the first boxes of the
+    shuffled order, a larger one adds further shuffled passes. An epoch is then the same number of steps for any
+    file, and with it the warm-up, the loss ramps and the teacher's averaging.
+
     With `num_replicas` > 1 each rank takes every num_replicas-th batch; the batch list is padded by cycling so
     all ranks run the same number of steps. Call `set_epoch` (Lightning does) for a new order each epoch.
     """
@@ -200,9 +204,12 @@ class ImageGroupedBatchSampler(Sampler[list[int]]):
         drop_last: bool = False,
         num_replicas: int = 1,
         rank: int = 0,
+        boxes_per_epoch: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if boxes_per_epoch < 0:
+            raise ValueError(f"boxes_per_epoch must be >= 0, got {boxes_per_epoch}")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
         self.groups = [np.asarray(group, dtype=np.int64) for group in groups]
@@ -212,16 +219,29 @@ class ImageGroupedBatchSampler(Sampler[list[int]]):
         self.drop_last = drop_last
         self.num_replicas = num_replicas
         self.rank = rank
+        self.boxes_per_epoch = boxes_per_epoch
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _all_batches(self) -> list[np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.epoch])
+    def _one_pass(self, rng: np.random.Generator) -> np.ndarray:
         order = rng.permutation(len(self.groups)) if self.shuffle else np.arange(len(self.groups))
         parts = [rng.permutation(self.groups[i]) if self.shuffle else self.groups[i] for i in order]
-        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def _epoch_order(self) -> np.ndarray:
+        """Every box once; with boxes_per_epoch, the first that many of as many fresh passes as it takes."""
+        flat = self._one_pass(np.random.default_rng([self.seed, self.epoch]))
+        if not self.boxes_per_epoch or len(flat) == 0:
+            return flat
+        passes = [flat]
+        while sum(len(part) for part in passes) < self.boxes_per_epoch:
+            passes.append(self._one_pass(np.random.default_rng([self.seed, self.epoch, len(passes)])))
+        return np.concatenate(passes)[: self.boxes_per_epoch]
+
+    def _all_batches(self) -> list[np.ndarray]:
+        flat = self._epoch_order()
         batches = [flat[start : start + self.batch_size] for start in range(0, len(flat), self.batch_size)]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
@@ -237,6 +257,8 @@ class ImageGroupedBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         total = sum(len(group) for group in self.groups)
+        if self.boxes_per_epoch and total:
+            total = self.boxes_per_epoch
         count = total // self.batch_size if self.drop_last else math.ceil(total / self.batch_size)
         return math.ceil(count / self.num_replicas)
 
@@ -335,9 +357,11 @@ def build_train_loader(
     drop_last: bool = False,
     pin_memory: bool = False,
     mask_min_confidence: float | None = None,
+    boxes_per_epoch: int = 0,
 ) -> DataLoader:
     """Shuffled batches of `batch_size` training boxes; deterministic for a seed and epoch. With
-    `mask_min_confidence`, batches also carry the file's own masks (`mask_target`, `mask_target_used`)."""
+    `mask_min_confidence`, batches also carry the file's own masks (`mask_target`, `mask_target_used`). With
+    `boxes_per_epoch`, an epoch is that many boxes, whatever the file holds (see ImageGroupedBatchSampler)."""
     dataset = TrainBoxDataset(
         coco,
         crop_size=crop_size,
@@ -355,6 +379,7 @@ def build_train_loader(
         drop_last=drop_last,
         num_replicas=num_replicas,
         rank=rank,
+        boxes_per_epoch=boxes_per_epoch,
     )
     return DataLoader(
         dataset,

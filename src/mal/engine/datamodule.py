@@ -76,6 +76,7 @@ class MALDataModule(L.LightningDataModule):
             spec.dataset.max_obj_size if spec.dataset.max_obj_size < 1e10 else math.inf,
             num_replicas=world_size, rank=rank,
             mask_min_confidence=spec.train.loss_mask_min_quality if spec.train.loss_mask_weight > 0 else None,
+            boxes_per_epoch=spec.train.boxes_per_epoch,
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -172,7 +172,8 @@ def _train(spec: ExperimentSpec, out_dir: Path) -> int:
         _load_pretrained(module, spec.train.pretrained_model_path)
     datamodule = MALDataModule(spec, train_coco, val_coco)
     if trainer.is_global_zero:
-        print(f"mal train: {trainable} training boxes from {len(train_coco.images)} images, "
+        per_epoch = f" ({spec.train.boxes_per_epoch} per epoch)" if spec.train.boxes_per_epoch else ""
+        print(f"mal train: {trainable} training boxes{per_epoch} from {len(train_coco.images)} images, "
               f"{'validation on ' + str(len(val_coco)) + ' boxes' if val_coco else 'no validation (no GT masks)'}, "
               f"{spec.model.arch} @ {spec.dataset.crop_size}px, {world_size} process(es)"
               + (f", resuming from {resume}" if resume else ""), flush=True)

@@ -140,6 +140,11 @@ class TrainConfig(Section):
     """Random seed for data order, augmentation and initialisation."""
     num_epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
     """Training epochs."""
+    boxes_per_epoch: int = Field(0, ge=0, le=10_000_000)
+    """Training boxes per epoch (0: every training box once). Fewer than the file has takes a fresh random part of
+    them each epoch; more repeats them in fresh shuffles. It makes an epoch, and with it the warm-up, the loss ramps
+    and the teacher's averaging, the same number of steps for a file of any size (cpu-natural stops after 416 boxes,
+    docs/QUALITY.md)."""
     checkpoint_interval: int = Field(1, ge=1)
     """Save a checkpoint (results_dir/train/mal_model_epoch_NNN.pth, NNN counted from 1) every this many epochs, after
     the last, and after an epoch whose validation is a new best."""

@@ -9,13 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import quality_diagnose
+import quality_epochs
 import quality_thresholds
 import torch
 
 import quality
 from mal.data.coco import load_coco
 from mal.engine.evaluate import score_labels
-from mal.masks import decode_rle, segmentation_to_rle
+from mal.engine.labeling import BoxLabel
+from mal.masks import decode_rle, encode_masks, segmentation_to_rle
 from support.specs import write_tiny_spec
 
 
@@ -144,3 +146,55 @@ def test_the_fixed_rule_at_the_spec_threshold_reproduces_mal_inference(shapes, t
     assert result["rule"] == "fixed" and 0.0 <= result["mIoU"] <= 1.0
     with pytest.raises(SystemExit):
         quality_thresholds.main([str(tmp_path), str(shapes / "images"), "--rule", "otsu"])
+
+
+def test_box_only_numbers_of_a_box_fill_and_of_its_left_half(shapes):
+    coco = load_coco(shapes / "annotations.json", shapes / "images")
+    rows = np.arange(3)
+    full, half = [], []
+    for row in rows:
+        image = coco.images[int(coco.image_ids[row])]
+        x0, y0, x1, y1 = (int(np.rint(v)) for v in coco.boxes_xyxy[row])
+        mask = np.zeros((image.height, image.width), dtype=np.uint8)
+        mask[y0:y1, x0:x1] = 1
+        left = mask.copy()
+        left[:, x0 + (x1 - x0) // 2 :] = 0
+        full.append(mask)
+        half.append(left)
+    ids = [int(coco.ann_ids[row]) for row in rows]
+
+    def labels(masks: list[np.ndarray]) -> list[BoxLabel]:
+        return [BoxLabel(ann_id=ann_id, image_id=int(coco.image_ids[row]), category_id=1,
+                         segmentation=encode_masks(mask)[0],
+                         area=int(mask.sum()), score=0.8, quality=0.5)
+                for ann_id, row, mask in zip(ids, rows, masks)]  # fmt: skip
+
+    whole = quality_epochs.box_only_numbers(coco, labels(full))
+    assert whole["fill"] == pytest.approx(1.0, abs=0.08) and whole["tightness"] == pytest.approx(1.0, abs=0.08)
+    halves = quality_epochs.box_only_numbers(coco, labels(half))
+    assert halves["fill"] == pytest.approx(0.5, abs=0.08) and halves["tightness"] == pytest.approx(0.5, abs=0.08)
+    assert halves["score"] == pytest.approx(0.8) and halves["quality"] == pytest.approx(0.5)
+
+
+def test_every_epoch_is_labeled_and_the_last_one_matches_mal_inference(shapes, tmp_path, capsys):
+    spec = write_tiny_spec(tmp_path / "spec.yaml", shapes / "annotations.json", shapes / "images",
+                           overrides={"train.num_epochs": 2, "dataset.min_obj_size": 0,
+                                      "train.keep_last_checkpoints": 0})  # fmt: skip
+    work = tmp_path / "work"
+    assert quality.main([str(shapes), "--spec", str(spec), "--skip-peers", "--no-results", "--work-dir",
+                         str(work)]) == 0  # fmt: skip
+    shipped = quality.ours_metrics(load_coco(work / "gt.json", shapes / "images", load_mask=True),
+                                   work / "labels.json")  # fmt: skip
+    capsys.readouterr()
+    assert quality_epochs.main([str(work), str(shapes / "images"), "--spec", str(spec)]) == 0
+    report = json.loads((work / "epochs.json").read_text())
+    assert [row["epoch"] for row in report["epochs"]] == [1, 2]
+    assert report["epochs"][-1]["mIoU"] == pytest.approx(shipped["mIoU"], abs=1e-6)
+    for row in report["epochs"]:
+        assert 0.0 <= row["fill"] <= 1.5 and 0.0 <= row["tightness"] <= 1.0
+    assert set(report["choices"]) == {*quality_epochs.CRITERIA, "mIoU (needs the true masks)"}
+    assert all(choice["epoch"] in (1, 2) for choice in report["choices"].values())
+    for stale in sorted((work / "run" / "train").glob("mal_model_epoch_001.pth")):
+        stale.unlink()
+    with pytest.raises(SystemExit):
+        quality_epochs.main([str(work), str(shapes / "images"), "--spec", str(spec)])

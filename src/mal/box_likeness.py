@@ -30,10 +30,10 @@ ellipse fills pi/4 of its box)."""
 WARN_SHARE = 0.5
 """Warn when more than this share of the masks are box-like. Measured on a 2-core CPU: one epoch with
 TAO's defaults gives 1.00 (216 of 216 validation masks of coco128_dev at crop 64, val/mIoU = box-fill mIoU 0.593;
-24 of 24 on synthetic shapes); trained presets give 0.014 (preset cpu-natural on coco128_dev, mIoU 0.648) and
-0.0005 (preset cpu-nuclei on dsb2018_dev, mIoU 0.858); ground truth 0.002-0.009. 0.5 sits far from both sides,
-so neither a good model on boxy objects (books, screens) nor a half-trained one that still returns some boxes
-trips it by chance, while the failure this guards against (nearly all boxes) always does."""
+24 of 24 on synthetic shapes); trained presets give 0.009 (preset cpu-natural on coco128_dev, mIoU 0.667; 0.014
+for its 12-epoch form) and 0.0005 (preset cpu-nuclei on dsb2018_dev, mIoU 0.858); ground truth 0.002-0.009. 0.5
+sits far from both sides, so neither a good model on boxy objects (books, screens) nor a half-trained one that still
+returns some boxes trips it by chance, while the failure this guards against (nearly all boxes) always does."""
 
 
 @dataclass(frozen=True)

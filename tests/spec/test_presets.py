@@ -33,7 +33,7 @@ def test_mal_presets_lists_each_preset_with_its_description_and_data(capsys):
     code, out, err = run_cli(capsys, "presets")
     assert code == 0 and err == ""
     presets = list_presets()
-    shipped = {"cpu-natural", "cpu-natural-pretrain", "cpu-natural-round2", "cpu-nuclei", "demo"}
+    shipped = {"cpu-natural", "cpu-natural-pretrain", "cpu-nuclei", "demo"}
     assert {p.name for p in presets} >= shipped
     for preset in presets:
         # The description is the file's first comment line, the data it fits its `# Fits:` line.
@@ -50,7 +50,7 @@ def test_mal_presets_name_prints_the_file_and_an_unknown_name_is_one_error(capsy
     code, out, err = run_cli(capsys, "presets", "cpu-giant")
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "cpu-giant" in err
-    assert "cpu-natural, cpu-natural-pretrain, cpu-natural-round2, cpu-nuclei" in err
+    assert "cpu-natural, cpu-natural-pretrain, cpu-nuclei" in err
 
 
 def test_presets_are_package_data_and_exist_once():

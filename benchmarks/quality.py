@@ -126,6 +126,24 @@ def second_round(spec_path: Path, common: list[str], first_labels: Path, boxes_p
     return train_s, label_s
 
 
+def label_in_process(work_dir: Path, image_dir: Path, spec_name: str, checkpoint: Path | None = None,
+                     description: str = "labeling") -> tuple[CocoBoxes, list[BoxLabel]]:
+    """Label a work folder's boxes in this process the way `mal inference` does (its labeling, its spec's test-time
+    settings), with the folder's trained checkpoint or `checkpoint`; the labels keep what only memory holds."""
+    from mal.engine.predict import build_labeler, label_dataset
+    from mal.spec.load import load_spec
+
+    boxes_path = work_dir / "boxes.json"
+    overrides = [f"results_dir={work_dir / 'run'}", f"dataset.train_ann_path={boxes_path}",
+                 f"dataset.train_img_dir={image_dir}", "dataset.load_mask=false"]  # fmt: skip
+    if checkpoint is not None:
+        overrides.append(f"inference.checkpoint={checkpoint}")
+    spec = load_spec(spec_name, overrides)
+    coco = load_coco(boxes_path, image_dir)
+    labeler = build_labeler(spec, spec.inference, "inference")
+    return coco, label_dataset(labeler, coco, spec, spec.inference.batch_size, description)
+
+
 def spec_has_pretrain(spec_path: Path) -> bool:
     import yaml
 

@@ -36,10 +36,8 @@ from mal.data.coco import load_coco
 from mal.data.coco_boxes import CocoBoxes
 from mal.engine.evaluate import score_labels
 from mal.engine.labeling import BoxLabel
-from mal.engine.predict import build_labeler, label_dataset
 from mal.fileio import atomic_write_json
 from mal.masks import as_pycocotools_rle
-from mal.spec.load import load_spec
 
 CRITERIA = {"quality": 1, "score": 1, "fill": -1, "tightness": 1}
 """Box-only numbers and their direction: +1 when higher should mean better masks, -1 when lower should."""
@@ -69,16 +67,6 @@ def box_only_numbers(coco: CocoBoxes, labels: list[BoxLabel]) -> dict[str, float
         "fill": float(np.mean(areas / box_areas)),
         "tightness": float(np.mean(inter / np.maximum(union, 1e-6))),
     }
-
-
-def label_epoch(work_dir: Path, image_dir: Path, spec_name: str, checkpoint: Path) -> tuple[CocoBoxes, list[BoxLabel]]:
-    boxes_path = work_dir / "boxes.json"
-    spec = load_spec(spec_name, [f"results_dir={work_dir / 'run'}", f"dataset.train_ann_path={boxes_path}",
-                                 f"dataset.train_img_dir={image_dir}", "dataset.load_mask=false",
-                                 f"inference.checkpoint={checkpoint}"])  # fmt: skip
-    labeler = build_labeler(spec, spec.inference, "inference")
-    coco = load_coco(boxes_path, image_dir)
-    return coco, label_dataset(labeler, coco, spec, spec.inference.batch_size, checkpoint.name)
 
 
 def choices(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -114,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     gt = load_coco(work_dir / "gt.json", image_dir, load_mask=True)
     rows = []
     for epoch, checkpoint in checkpoints:
-        coco, labels = label_epoch(work_dir, image_dir, args.spec, checkpoint)
+        coco, labels = quality.label_in_process(work_dir, image_dir, args.spec, checkpoint, checkpoint.name)
         scores = score_labels(gt, labels)
         row = {"epoch": epoch, "mIoU": float(scores["mIoU"]), "AP": float(scores["AP"]),
                **box_only_numbers(coco, labels)}  # fmt: skip

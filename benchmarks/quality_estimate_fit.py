@@ -35,11 +35,9 @@ import quality
 from mal import jobfiles
 from mal.data.coco import load_coco
 from mal.engine.labeling import ground_truth
-from mal.engine.predict import build_labeler, label_dataset
 from mal.fileio import atomic_write_json
 from mal.metrics import instance_ious
 from mal.quality_estimate import FEATURES, quality_from_features
-from mal.spec.load import load_spec
 
 CACHE_NAME = "quality_cues.npz"
 DEFAULT_L2 = 0.01
@@ -59,12 +57,7 @@ class Cues:
 # ------------------------------------------------------------------------------------------------ collect
 def relabel_cues(work_dir: Path, image_dir: Path, spec_name: str) -> Cues:
     """Label the work folder's boxes with its checkpoint (mal inference's path) and keep each mask's cues."""
-    boxes_path = work_dir / "boxes.json"
-    spec = load_spec(spec_name, [f"results_dir={work_dir / 'run'}", f"dataset.train_ann_path={boxes_path}",
-                                 f"dataset.train_img_dir={image_dir}", "dataset.load_mask=false"])  # fmt: skip
-    labeler = build_labeler(spec, spec.inference, "inference")
-    coco = load_coco(boxes_path, image_dir)
-    labels = label_dataset(labeler, coco, spec, spec.inference.batch_size, f"cues of {work_dir.name}")
+    _, labels = quality.label_in_process(work_dir, image_dir, spec_name, description=f"cues of {work_dir.name}")
     gt = load_coco(work_dir / "gt.json", image_dir, load_mask=True)
     gt_rles, _ = ground_truth(gt, [label.ann_id for label in labels])
     ious = np.asarray(instance_ious([label.segmentation for label in labels], gt_rles), dtype=np.float64)
